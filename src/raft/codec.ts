@@ -1,0 +1,235 @@
+/**
+ * Wire encoding of Raft messages: msgpack arrays, validated field by field on the way in.
+ *
+ * Layout: `[protocolVersion, typeCode, from, to, term, ...fields]`, entries as
+ * `[index, term, type, data]`. Arrays rather than maps keep frames small and make every field's
+ * position part of the protocol version.
+ *
+ * @module
+ */
+import { Packr, Unpackr } from 'msgpackr';
+import { DecodeError } from './errors.js';
+import type { Entry, LogIndex, Message, NodeId, ProposalRefusal, Term } from './types.js';
+import { MAX_NODE_ID_LENGTH } from './config.js';
+
+/** Version of the message layout. A peer speaking another version is refused. */
+export const PROTOCOL_VERSION = 1;
+/** Largest encoded message accepted by {@link decodeMessage}. */
+export const MAX_ENCODED_MESSAGE_BYTES = 64 * 1024 * 1024;
+/** Most entries accepted in one decoded AppendEntries. */
+export const MAX_DECODED_ENTRIES = 100_000;
+
+const TYPE_CODES = {
+  VoteRequest: 1,
+  VoteResponse: 2,
+  AppendRequest: 3,
+  AppendResponse: 4,
+  Heartbeat: 5,
+  HeartbeatResponse: 6,
+  ProposeRequest: 7,
+  ProposeResponse: 8,
+} as const satisfies Record<Message['type'], number>;
+
+const REFUSALS: readonly ProposalRefusal[] = ['NotLeader', 'ProposalDropped', 'ProposalTooLarge'];
+
+const packr = new Packr({ useRecords: false, variableMapSize: true });
+// copyBuffers: decoded payloads must not alias (and pin) the caller's receive buffer.
+const unpackr = new Unpackr({ useRecords: false, copyBuffers: true, mapsAsObjects: false });
+
+/** Encodes a message for the wire. */
+export function encodeMessage(message: Message): Uint8Array {
+  const header = [PROTOCOL_VERSION, TYPE_CODES[message.type], message.from, message.to, message.term];
+  switch (message.type) {
+    case 'VoteRequest':
+      return packr.pack([...header, message.preVote, message.lastLogIndex, message.lastLogTerm]);
+    case 'VoteResponse':
+      return packr.pack([...header, message.preVote, message.granted]);
+    case 'AppendRequest':
+      return packr.pack([
+        ...header,
+        message.prevLogIndex,
+        message.prevLogTerm,
+        message.leaderCommit,
+        message.entries.map((entry) => [entry.index, entry.term, entry.type, entry.data]),
+      ]);
+    case 'AppendResponse':
+      return packr.pack([...header, message.success, message.index, message.rejectHintIndex, message.rejectHintTerm]);
+    case 'Heartbeat':
+      return packr.pack([...header, message.commit]);
+    case 'HeartbeatResponse':
+      return packr.pack(header);
+    case 'ProposeRequest':
+      return packr.pack([...header, message.requestId, message.data]);
+    case 'ProposeResponse':
+      return packr.pack([...header, message.requestId, message.index, message.entryTerm, message.refusal, message.leaderHint]);
+  }
+}
+
+/**
+ * Decodes and validates a message. Throws {@link DecodeError} — and nothing else — for any input that
+ * is not a well-formed message of this protocol version.
+ */
+export function decodeMessage(bytes: Uint8Array): Message {
+  if (!(bytes instanceof Uint8Array)) throw new DecodeError('input is not a byte array');
+  if (bytes.byteLength > MAX_ENCODED_MESSAGE_BYTES) {
+    throw new DecodeError(`${bytes.byteLength} bytes exceeds the ${MAX_ENCODED_MESSAGE_BYTES}-byte limit`);
+  }
+  let value: unknown;
+  try {
+    value = unpackr.unpack(bytes);
+  } catch (error) {
+    throw new DecodeError('not valid msgpack', { cause: error });
+  }
+  return validateMessage(value);
+}
+
+/** Validates a decoded value as a message. Exported for transports that decode frames themselves. */
+export function validateMessage(value: unknown): Message {
+  const fields = new Reader(value);
+  const version = fields.integer('protocolVersion');
+  if (version !== PROTOCOL_VERSION) throw new DecodeError(`protocol version ${version}, expected ${PROTOCOL_VERSION}`);
+  const typeCode = fields.integer('type');
+  const from = fields.nodeId('from');
+  const to = fields.nodeId('to');
+  const messageTerm = fields.integer('term') as Term;
+  const header = { from, to, term: messageTerm };
+  let message: Message;
+  switch (typeCode) {
+    case TYPE_CODES.VoteRequest:
+      message = {
+        type: 'VoteRequest',
+        ...header,
+        preVote: fields.boolean('preVote'),
+        lastLogIndex: fields.integer('lastLogIndex') as LogIndex,
+        lastLogTerm: fields.integer('lastLogTerm') as Term,
+      };
+      break;
+    case TYPE_CODES.VoteResponse:
+      message = { type: 'VoteResponse', ...header, preVote: fields.boolean('preVote'), granted: fields.boolean('granted') };
+      break;
+    case TYPE_CODES.AppendRequest: {
+      const prevLogIndex = fields.integer('prevLogIndex') as LogIndex;
+      const prevLogTerm = fields.integer('prevLogTerm') as Term;
+      const leaderCommit = fields.integer('leaderCommit') as LogIndex;
+      const entries = readEntries(fields.array('entries'), prevLogIndex, messageTerm);
+      message = { type: 'AppendRequest', ...header, prevLogIndex, prevLogTerm, leaderCommit, entries };
+      break;
+    }
+    case TYPE_CODES.AppendResponse:
+      message = {
+        type: 'AppendResponse',
+        ...header,
+        success: fields.boolean('success'),
+        index: fields.integer('index') as LogIndex,
+        rejectHintIndex: fields.integer('rejectHintIndex') as LogIndex,
+        rejectHintTerm: fields.integer('rejectHintTerm') as Term,
+      };
+      break;
+    case TYPE_CODES.Heartbeat:
+      message = { type: 'Heartbeat', ...header, commit: fields.integer('commit') as LogIndex };
+      break;
+    case TYPE_CODES.HeartbeatResponse:
+      message = { type: 'HeartbeatResponse', ...header };
+      break;
+    case TYPE_CODES.ProposeRequest:
+      message = { type: 'ProposeRequest', ...header, requestId: fields.integer('requestId'), data: fields.bytes('data') };
+      break;
+    case TYPE_CODES.ProposeResponse: {
+      const requestId = fields.integer('requestId');
+      const index = fields.integer('index') as LogIndex;
+      const entryTerm = fields.integer('entryTerm') as Term;
+      const refusalValue = fields.any('refusal');
+      if (refusalValue !== null && !REFUSALS.includes(refusalValue as ProposalRefusal)) {
+        throw new DecodeError(`unknown refusal ${JSON.stringify(refusalValue)}`);
+      }
+      const hint = fields.any('leaderHint');
+      const leaderHint = hint === null ? null : checkNodeId('leaderHint', hint);
+      message = { type: 'ProposeResponse', ...header, requestId, index, entryTerm, refusal: refusalValue as ProposalRefusal | null, leaderHint };
+      break;
+    }
+    default:
+      throw new DecodeError(`unknown message type ${typeCode}`);
+  }
+  fields.end();
+  return message;
+}
+
+function readEntries(values: readonly unknown[], prevLogIndex: LogIndex, messageTerm: Term): Entry[] {
+  if (values.length > MAX_DECODED_ENTRIES) throw new DecodeError(`${values.length} entries exceeds the limit of ${MAX_DECODED_ENTRIES}`);
+  const entries: Entry[] = [];
+  let previousTerm = 0;
+  for (let position = 0; position < values.length; position++) {
+    const fields = new Reader(values[position], `entries[${position}]`);
+    const index = fields.integer('index');
+    const entryTerm = fields.integer('term');
+    const type = fields.integer('type');
+    const data = fields.bytes('data');
+    fields.end();
+    if (index !== prevLogIndex + position + 1) throw new DecodeError(`entries[${position}] has index ${index}, expected ${prevLogIndex + position + 1}`);
+    if (entryTerm < previousTerm || entryTerm > messageTerm) throw new DecodeError(`entries[${position}] has term ${entryTerm} out of order`);
+    if (type !== 0 && type !== 1) throw new DecodeError(`entries[${position}] has unknown type ${type}`);
+    previousTerm = entryTerm;
+    entries.push({ index: index as LogIndex, term: entryTerm as Term, type, data });
+  }
+  return entries;
+}
+
+function checkNodeId(field: string, value: unknown): NodeId {
+  if (typeof value !== 'string' || value.length === 0 || value.length > MAX_NODE_ID_LENGTH) {
+    throw new DecodeError(`${field} is not a node id`);
+  }
+  return value as NodeId;
+}
+
+/** Reads the positional fields of a decoded array, failing with the field's name. */
+class Reader {
+  private position = 0;
+  private readonly values: readonly unknown[];
+
+  constructor(
+    value: unknown,
+    private readonly context = 'message',
+  ) {
+    if (!Array.isArray(value)) throw new DecodeError(`${context} is not an array`);
+    this.values = value;
+  }
+
+  any(field: string): unknown {
+    if (this.position >= this.values.length) throw new DecodeError(`${this.context} is missing ${field}`);
+    return this.values[this.position++];
+  }
+
+  integer(field: string): number {
+    const value = this.any(field);
+    if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < 0) {
+      throw new DecodeError(`${this.context}.${field} is not a non-negative safe integer`);
+    }
+    return value;
+  }
+
+  boolean(field: string): boolean {
+    const value = this.any(field);
+    if (typeof value !== 'boolean') throw new DecodeError(`${this.context}.${field} is not a boolean`);
+    return value;
+  }
+
+  nodeId(field: string): NodeId {
+    return checkNodeId(`${this.context}.${field}`, this.any(field));
+  }
+
+  bytes(field: string): Uint8Array {
+    const value = this.any(field);
+    if (!(value instanceof Uint8Array)) throw new DecodeError(`${this.context}.${field} is not binary`);
+    return value;
+  }
+
+  array(field: string): readonly unknown[] {
+    const value = this.any(field);
+    if (!Array.isArray(value)) throw new DecodeError(`${this.context}.${field} is not an array`);
+    return value;
+  }
+
+  end(): void {
+    if (this.position !== this.values.length) throw new DecodeError(`${this.context} has ${this.values.length - this.position} unexpected trailing fields`);
+  }
+}

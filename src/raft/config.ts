@@ -1,0 +1,141 @@
+/**
+ * Configuration of the Raft core, validated up front.
+ *
+ * @module
+ */
+import { ConfigError } from './errors.js';
+import type { NodeId } from './types.js';
+
+/** Options of the Raft core. Every limit has a default; see {@link DEFAULT_RAFT_OPTIONS}. */
+export interface RaftOptions {
+  /**
+   * Ticks without hearing from a leader before a follower campaigns. The actual timeout is drawn
+   * uniformly from [electionTimeoutTicks, 2·electionTimeoutTicks) each time (paper §5.2).
+   */
+  readonly electionTimeoutTicks: number;
+  /** Ticks between leader heartbeats. Must be well below the election timeout (paper §5.6). */
+  readonly heartbeatIntervalTicks: number;
+  /** Run a pre-vote round before a real election, so a node that cannot win never bumps the term. */
+  readonly preVote: boolean;
+  /**
+   * A leader that has not heard from a quorum within an election timeout steps down, and a node that
+   * heard from a leader within the election timeout ignores vote requests (thesis §6.2, §9.6).
+   */
+  readonly checkQuorum: boolean;
+  /** Most entries in one AppendEntries message. */
+  readonly maxEntriesPerMessage: number;
+  /** Most entry payload bytes in one AppendEntries message (one larger entry is still sent alone). */
+  readonly maxBytesPerMessage: number;
+  /** Most AppendEntries messages in flight to one follower in replicate state. */
+  readonly maxInflightMessages: number;
+  /** Most entry payload bytes in flight to one follower. */
+  readonly maxInflightBytes: number;
+  /** Most payload bytes the leader holds appended but not committed; proposals beyond are refused. */
+  readonly maxUncommittedBytes: number;
+  /** Largest single proposal in bytes. */
+  readonly maxProposalBytes: number;
+  /** Most committed entries handed out for applying in one Ready batch. */
+  readonly maxApplyEntriesPerReady: number;
+  /** Most forwarded proposal ids the leader remembers to answer duplicates instead of re-appending. */
+  readonly maxRememberedForwardedProposals: number;
+}
+
+/** Full configuration of one Raft node. */
+export interface RaftConfig extends RaftOptions {
+  /** This node. */
+  readonly id: NodeId;
+  /** Every voting member, including this node when it votes. */
+  readonly voters: readonly NodeId[];
+}
+
+/** Defaults chosen for a 100 ms tick: 1 s to 2 s election timeout, 100 ms heartbeats. */
+export const DEFAULT_RAFT_OPTIONS: RaftOptions = Object.freeze({
+  electionTimeoutTicks: 10,
+  heartbeatIntervalTicks: 1,
+  preVote: true,
+  checkQuorum: true,
+  maxEntriesPerMessage: 512,
+  maxBytesPerMessage: 1024 * 1024,
+  maxInflightMessages: 256,
+  maxInflightBytes: 16 * 1024 * 1024,
+  maxUncommittedBytes: 64 * 1024 * 1024,
+  maxProposalBytes: 1024 * 1024,
+  maxApplyEntriesPerReady: 4096,
+  maxRememberedForwardedProposals: 4096,
+});
+
+/** Most voters a configuration may name; a bound, not a recommendation (use 3 or 5). */
+export const MAX_VOTERS = 64;
+/** Longest node id in UTF-16 code units. */
+export const MAX_NODE_ID_LENGTH = 128;
+
+/**
+ * Fills defaults and validates every field. Throws a {@link ConfigError} naming the first bad field.
+ *
+ * @example
+ * ```ts
+ * const config = resolveRaftConfig({ id: nodeId('n1'), voters: ['n1', 'n2', 'n3'].map(nodeId) });
+ * ```
+ */
+export function resolveRaftConfig(
+  input: { readonly id: NodeId; readonly voters: readonly NodeId[] } & Partial<RaftOptions>,
+): RaftConfig {
+  const config: RaftConfig = { ...DEFAULT_RAFT_OPTIONS, ...stripUndefined(input) };
+  validateNodeId('id', config.id);
+  const votersValue: unknown = config.voters;
+  if (!Array.isArray(votersValue) || votersValue.length === 0) {
+    throw new ConfigError('voters', 'must list at least one voting node');
+  }
+  if (config.voters.length > MAX_VOTERS) {
+    throw new ConfigError('voters', `at most ${MAX_VOTERS} voters, got ${config.voters.length}`);
+  }
+  const seen = new Set<string>();
+  for (const voter of config.voters as readonly unknown[]) {
+    validateNodeId('voters', voter);
+    if (typeof voter !== 'string') continue;
+    if (seen.has(voter)) throw new ConfigError('voters', `'${voter}' is listed twice`);
+    seen.add(voter);
+  }
+  positiveInteger('electionTimeoutTicks', config.electionTimeoutTicks, 1_000_000);
+  positiveInteger('heartbeatIntervalTicks', config.heartbeatIntervalTicks, 1_000_000);
+  if (config.heartbeatIntervalTicks >= config.electionTimeoutTicks) {
+    throw new ConfigError(
+      'heartbeatIntervalTicks',
+      `must be less than electionTimeoutTicks (${config.electionTimeoutTicks}), got ${config.heartbeatIntervalTicks}`,
+    );
+  }
+  boolean('preVote', config.preVote);
+  boolean('checkQuorum', config.checkQuorum);
+  positiveInteger('maxEntriesPerMessage', config.maxEntriesPerMessage, 1_000_000);
+  positiveInteger('maxBytesPerMessage', config.maxBytesPerMessage, 1 << 30);
+  positiveInteger('maxInflightMessages', config.maxInflightMessages, 1_000_000);
+  positiveInteger('maxInflightBytes', config.maxInflightBytes, 2 ** 40);
+  positiveInteger('maxUncommittedBytes', config.maxUncommittedBytes, 2 ** 40);
+  positiveInteger('maxProposalBytes', config.maxProposalBytes, 1 << 30);
+  positiveInteger('maxApplyEntriesPerReady', config.maxApplyEntriesPerReady, 1_000_000);
+  positiveInteger('maxRememberedForwardedProposals', config.maxRememberedForwardedProposals, 1_000_000);
+  return Object.freeze({ ...config, voters: Object.freeze(config.voters.slice()) });
+}
+
+function stripUndefined<T extends object>(value: T): T {
+  return Object.fromEntries(Object.entries(value).filter(([, v]) => v !== undefined)) as T;
+}
+
+function validateNodeId(field: string, value: unknown): void {
+  if (typeof value !== 'string' || value.length === 0) {
+    throw new ConfigError(field, `node ids must be non-empty strings, got ${JSON.stringify(value)}`);
+  }
+  if (value.length > MAX_NODE_ID_LENGTH) {
+    throw new ConfigError(field, `node id longer than ${MAX_NODE_ID_LENGTH} characters`);
+  }
+}
+
+function positiveInteger(field: string, value: unknown, max: number): void {
+  if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < 1 || value > max) {
+    throw new ConfigError(field, `must be an integer in [1, ${max}], got ${String(value)}`);
+  }
+}
+
+function boolean(field: string, value: unknown): void {
+  if (typeof value !== 'boolean') throw new ConfigError(field, `must be true or false, got ${String(value)}`);
+}

@@ -1,0 +1,772 @@
+/**
+ * The Raft protocol state machine of one node: elections, replication, commitment.
+ *
+ * Pure and synchronous: it reads no clock, opens no socket, owns no timer. Time arrives as `tick()`,
+ * the network as `step(message)`, clients as `propose(data)`; everything it wants done is queued and
+ * collected by {@link RawNode.ready}. Section numbers refer to the Raft paper (Ongaro & Ousterhout,
+ * 2014) and, where marked "thesis", to Ongaro's dissertation (2014).
+ *
+ * @module
+ */
+import type { RaftConfig } from './config.js';
+import { assertNever, invariant } from './errors.js';
+import { entryBytes, RaftLog } from './log.js';
+import { randomIntBelow, type Prng } from './prng.js';
+import { Progress, type ProgressState } from './progress.js';
+import { committedIndex, quorumSize, voteOutcome } from './quorum.js';
+import {
+  EntryType,
+  type AppendRequest,
+  type AppendResponse,
+  type Entry,
+  type HardState,
+  type Heartbeat,
+  type LogIndex,
+  type Message,
+  type NodeId,
+  type ProposalRefusal,
+  type ProposeRequest,
+  type ProposeResponse,
+  type Role,
+  type Term,
+  type VoteRequest,
+  type VoteResponse,
+} from './types.js';
+
+/** What the core needs to start: configuration, randomness, and what Storage recovered. */
+export interface RaftInit {
+  readonly config: RaftConfig;
+  /** Source of election jitter. Seed it for reproducible runs. */
+  readonly prng: Prng;
+  /** Persisted term, vote and commit index (all zero/null for a new node). */
+  readonly hardState: HardState;
+  /** Persisted log entries, contiguous from index 1. */
+  readonly entries: readonly Entry[];
+  /** Index the state machine already reflects; 0 for an in-memory state machine. */
+  readonly applied: LogIndex;
+}
+
+/** What happened to a proposal handed to {@link Raft.propose}. */
+export type ProposeOutcome =
+  /** Appended to this leader's log at `index` in `term`; it commits unless a new leader overwrites it. */
+  | { readonly kind: 'Appended'; readonly index: LogIndex; readonly term: Term }
+  /** Sent to the leader; its answer arrives as a {@link ForwardedProposalOutcome}. */
+  | { readonly kind: 'Forwarded'; readonly leader: NodeId }
+  /** Not accepted; nothing was appended. */
+  | { readonly kind: 'Refused'; readonly refusal: ProposalRefusal; readonly leaderHint: NodeId | null };
+
+/** The leader's answer to a proposal this node forwarded. */
+export interface ForwardedProposalOutcome {
+  readonly requestId: number;
+  /** Index and term of the appended entry; 0 when refused. */
+  readonly index: LogIndex;
+  readonly term: Term;
+  readonly refusal: ProposalRefusal | null;
+  readonly leaderHint: NodeId | null;
+}
+
+/** Replication progress of one peer as reported in {@link RaftStatus}. */
+export interface PeerProgress {
+  readonly match: LogIndex;
+  readonly next: LogIndex;
+  readonly state: ProgressState;
+  readonly inflightMessages: number;
+  readonly recentActive: boolean;
+}
+
+/** A consistent picture of a node for observers. */
+export interface RaftStatus {
+  readonly id: NodeId;
+  readonly role: Role;
+  readonly term: Term;
+  readonly vote: NodeId | null;
+  readonly leader: NodeId | null;
+  readonly lastIndex: LogIndex;
+  readonly commitIndex: LogIndex;
+  readonly appliedIndex: LogIndex;
+  /** Per-peer progress; only a leader tracks it, so it is empty elsewhere. */
+  readonly progress: ReadonlyMap<NodeId, PeerProgress>;
+}
+
+const EMPTY = new Uint8Array(0);
+
+/**
+ * The Raft node state machine. Most users want {@link RawNode} (which adds the Ready/advance
+ * protocol) or the runtime's `RaftNode` (which adds I/O).
+ *
+ * Invariants: the term never decreases; a node votes at most once per term; a leader never truncates
+ * its own log; `applied ≤ committed ≤ lastIndex`.
+ */
+export class Raft {
+  readonly id: NodeId;
+  readonly config: RaftConfig;
+  readonly log: RaftLog;
+  private readonly prng: Prng;
+
+  private currentTerm: Term;
+  private votedFor: NodeId | null;
+  private currentRole: Role = 'Follower';
+  private leaderId: NodeId | null = null;
+
+  /** Ticks since the last valid leader contact (follower) or the last CheckQuorum round (leader). */
+  private electionElapsedTicks = 0;
+  /** Ticks since the last heartbeat broadcast (leader only). */
+  private heartbeatElapsedTicks = 0;
+  /** Drawn from [electionTimeoutTicks, 2·electionTimeoutTicks) at every role change (paper §5.2). */
+  private randomizedElectionTimeoutTicks: number;
+
+  /** Votes received in the current (pre-)election. */
+  private readonly votes = new Map<NodeId, boolean>();
+  /** Leader only: progress of every voter, this node included. */
+  private readonly progress = new Map<NodeId, Progress>();
+  /** Leader only: payload bytes appended in this term and not yet committed. */
+  private uncommittedBytes = 0;
+  /** Leader only: proposals appended since the last broadcast, sent in one batch per peer. */
+  private appendPending = false;
+  /** Leader only: forwarded proposals already appended, so a duplicated request is not appended twice. */
+  private readonly forwardedProposals = new Map<string, { readonly index: LogIndex; readonly term: Term }>();
+
+  /** Messages that may be sent at once. */
+  private outbox: Message[] = [];
+  /** Messages that may be sent only after the current hard state and log are durable. */
+  private outboxAfterPersist: Message[] = [];
+  /** Answers to this node's forwarded proposals. */
+  private forwardedOutcomes: ForwardedProposalOutcome[] = [];
+
+  constructor(init: RaftInit) {
+    this.id = init.config.id;
+    this.config = init.config;
+    this.prng = init.prng;
+    this.log = new RaftLog(init.entries, init.hardState.commit, init.applied);
+    this.currentTerm = init.hardState.term;
+    this.votedFor = init.hardState.vote;
+    this.randomizedElectionTimeoutTicks = this.drawElectionTimeout();
+    // Every node starts as a follower (paper §5.2).
+    this.becomeFollower(this.currentTerm, null);
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Observers
+
+  /** Current role. */
+  role(): Role {
+    return this.currentRole;
+  }
+
+  /** Current term. */
+  term(): Term {
+    return this.currentTerm;
+  }
+
+  /** The leader this node knows of in the current term, if any. */
+  leader(): NodeId | null {
+    return this.leaderId;
+  }
+
+  /** State to persist. */
+  hardState(): HardState {
+    return { term: this.currentTerm, vote: this.votedFor, commit: this.log.committed() };
+  }
+
+  /** Whether this node is a voting member. */
+  isVoter(): boolean {
+    return this.config.voters.includes(this.id);
+  }
+
+  /** A snapshot of the node's state for observers. */
+  status(): RaftStatus {
+    const progress = new Map<NodeId, PeerProgress>();
+    for (const [peer, pr] of this.progress) {
+      progress.set(peer, {
+        match: pr.match,
+        next: pr.next,
+        state: pr.state,
+        inflightMessages: pr.inflights.count(),
+        recentActive: pr.recentActive,
+      });
+    }
+    return {
+      id: this.id,
+      role: this.currentRole,
+      term: this.currentTerm,
+      vote: this.votedFor,
+      leader: this.leaderId,
+      lastIndex: this.log.lastIndex(),
+      commitIndex: this.log.committed(),
+      appliedIndex: this.log.applied(),
+      progress,
+    };
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Outputs, drained by RawNode
+
+  /** Whether messages or proposal answers wait to be collected. */
+  hasOutput(): boolean {
+    return this.appendPending || this.outbox.length > 0 || this.outboxAfterPersist.length > 0 || this.forwardedOutcomes.length > 0;
+  }
+
+  /** Takes the queued outputs. */
+  takeOutput(): { messages: Message[]; messagesAfterPersist: Message[]; forwardedOutcomes: ForwardedProposalOutcome[] } {
+    if (this.appendPending) {
+      this.appendPending = false;
+      if (this.currentRole === 'Leader') this.broadcastAppend(false);
+    }
+    const output = { messages: this.outbox, messagesAfterPersist: this.outboxAfterPersist, forwardedOutcomes: this.forwardedOutcomes };
+    this.outbox = [];
+    this.outboxAfterPersist = [];
+    this.forwardedOutcomes = [];
+    return output;
+  }
+
+  /**
+   * Storage made durable everything handed to it. A leader now counts its own copy towards the
+   * commit quorum (thesis §10.2.1: the leader may send entries before its own write completes).
+   */
+  onPersisted(): void {
+    this.log.persisted();
+    if (this.currentRole !== 'Leader') return;
+    const own = this.progress.get(this.id);
+    invariant(own !== undefined, 'leader has no progress for itself');
+    if (own.maybeUpdate(this.log.stable()) && this.maybeCommit()) this.broadcastAppend(true);
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Inputs
+
+  /** Advances logical time by one tick. */
+  tick(): void {
+    if (this.currentRole === 'Leader') this.tickLeader();
+    else this.tickElection();
+  }
+
+  /** Starts an election now (pre-vote first when enabled), as if the election timeout had passed. */
+  campaign(): void {
+    if (this.currentRole === 'Leader') return;
+    this.startCampaign(this.config.preVote ? 'PreVote' : 'Election');
+  }
+
+  /**
+   * Offers client data for the log. A leader appends it; a follower that knows a leader forwards it
+   * (the answer comes back as a {@link ForwardedProposalOutcome} carrying `requestId`).
+   */
+  propose(data: Uint8Array, requestId: number): ProposeOutcome {
+    if (data.byteLength > this.config.maxProposalBytes) {
+      return { kind: 'Refused', refusal: 'ProposalTooLarge', leaderHint: this.leaderId };
+    }
+    if (this.currentRole === 'Leader') {
+      const appended = this.appendProposal(data);
+      if (appended === null) return { kind: 'Refused', refusal: 'ProposalDropped', leaderHint: this.id };
+      return { kind: 'Appended', index: appended.index, term: appended.term };
+    }
+    if (this.leaderId === null) return { kind: 'Refused', refusal: 'ProposalDropped', leaderHint: null };
+    this.send({ type: 'ProposeRequest', from: this.id, to: this.leaderId, term: 0 as Term, requestId, data });
+    return { kind: 'Forwarded', leader: this.leaderId };
+  }
+
+  /** Processes one message from a peer. Messages not addressed to this node are ignored. */
+  step(message: Message): void {
+    if (message.to !== this.id || message.from === this.id) return;
+    if (message.type === 'ProposeRequest') {
+      this.handleProposeRequest(message);
+      return;
+    }
+    if (message.type === 'ProposeResponse') {
+      this.forwardedOutcomes.push({
+        requestId: message.requestId,
+        index: message.index,
+        term: message.entryTerm,
+        refusal: message.refusal,
+        leaderHint: message.leaderHint,
+      });
+      return;
+    }
+    if (!this.checkTerm(message)) return;
+    switch (message.type) {
+      case 'VoteRequest':
+        this.handleVoteRequest(message);
+        return;
+      case 'VoteResponse':
+        this.handleVoteResponse(message);
+        return;
+      case 'AppendRequest':
+        this.acceptLeader(message.from);
+        this.handleAppendRequest(message);
+        return;
+      case 'Heartbeat':
+        this.acceptLeader(message.from);
+        this.handleHeartbeat(message);
+        return;
+      case 'AppendResponse':
+        this.handleAppendResponse(message);
+        return;
+      case 'HeartbeatResponse':
+        this.handleHeartbeatResponse(message.from);
+        return;
+      default:
+        assertNever(message, 'message type');
+    }
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Terms (paper §5.1: "If a server receives a request with a stale term number, it rejects the
+  // request"; "If a server's current term is smaller than the other's, it updates its term")
+
+  /** Applies the term rules. Returns whether the message should be processed further. */
+  private checkTerm(message: Exclude<Message, ProposeRequest | ProposeResponse>): boolean {
+    if (message.term > this.currentTerm) {
+      if (message.type === 'VoteRequest' && this.inLeaderLease()) {
+        // Thesis §4.2.3: while a leader is heard from, a vote request comes from a node that cannot
+        // see it; ignoring it keeps a partitioned node from deposing a healthy leader.
+        return false;
+      }
+      const isPreVoteRequest = message.type === 'VoteRequest' && message.preVote;
+      const isGrantedPreVote = message.type === 'VoteResponse' && message.preVote && message.granted;
+      // A pre-vote carries the term its sender would campaign in; it changes no one's term.
+      if (!isPreVoteRequest && !isGrantedPreVote) {
+        const leader = message.type === 'AppendRequest' || message.type === 'Heartbeat' ? message.from : null;
+        this.becomeFollower(message.term, leader);
+      }
+      return true;
+    }
+    if (message.term < this.currentTerm) {
+      if ((this.config.checkQuorum || this.config.preVote) && (message.type === 'AppendRequest' || message.type === 'Heartbeat')) {
+        // A leader of an older term must learn the newer term, or a node that raised its term while
+        // cut off could never rejoin: with pre-vote and check-quorum it would ignore that leader and
+        // that leader would never hear of a newer term.
+        this.send(this.appendResponse(message.from, false, message.type === 'AppendRequest' ? message.prevLogIndex : (0 as LogIndex), 0 as LogIndex, 0 as Term));
+      } else if (message.type === 'VoteRequest' && message.preVote) {
+        // Tell a pre-candidate with a stale term that it lost, so it does not wait for a timeout.
+        this.send(this.voteResponse(message.from, true, false, this.currentTerm));
+      }
+      return false;
+    }
+    return true;
+  }
+
+  /** Whether a leader was heard from within the minimum election timeout (CheckQuorum's lease). */
+  private inLeaderLease(): boolean {
+    return this.config.checkQuorum && this.leaderId !== null && this.electionElapsedTicks < this.config.electionTimeoutTicks;
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Roles. Every transition goes through one of these.
+
+  private becomeFollower(newTerm: Term, leader: NodeId | null): void {
+    this.resetForTerm(newTerm);
+    this.currentRole = 'Follower';
+    this.leaderId = leader;
+  }
+
+  private becomePreCandidate(): void {
+    invariant(this.currentRole !== 'Leader', 'a leader cannot become a pre-candidate');
+    // Thesis §9.6: the pre-vote phase changes neither term nor vote.
+    this.votes.clear();
+    this.currentRole = 'PreCandidate';
+    this.leaderId = null;
+  }
+
+  private becomeCandidate(): void {
+    invariant(this.currentRole !== 'Leader', 'a leader cannot become a candidate');
+    // Paper §5.2: increment the term, vote for self.
+    this.resetForTerm((this.currentTerm + 1) as Term);
+    this.votedFor = this.id;
+    this.currentRole = 'Candidate';
+  }
+
+  private becomeLeader(): void {
+    invariant(this.currentRole === 'Candidate', () => `only a candidate can become leader, not a ${this.currentRole}`);
+    invariant(this.votedFor === this.id, 'a leader must have voted for itself');
+    this.resetForTerm(this.currentTerm);
+    this.currentRole = 'Leader';
+    this.leaderId = this.id;
+    const last = this.log.lastIndex();
+    for (const voter of this.config.voters) {
+      // Paper Figure 2: nextIndex starts just after the leader's last entry, matchIndex at 0.
+      const pr = new Progress(0 as LogIndex, (last + 1) as LogIndex, this.config.maxInflightMessages, this.config.maxInflightBytes);
+      if (voter === this.id) {
+        pr.match = this.log.stable();
+        pr.becomeReplicate();
+        pr.recentActive = true;
+      }
+      this.progress.set(voter, pr);
+    }
+    // Paper §8: a no-op entry at the start of the term lets the leader commit entries of earlier terms
+    // (which it may not do by counting replicas, §5.4.2) and learn the commit index at once.
+    this.log.appendAsLeader([{ index: (last + 1) as LogIndex, term: this.currentTerm, type: EntryType.Noop, data: EMPTY }]);
+    this.broadcastAppend(true);
+  }
+
+  private resetForTerm(newTerm: Term): void {
+    invariant(newTerm >= this.currentTerm, () => `term would go back from ${this.currentTerm} to ${newTerm}`);
+    if (newTerm !== this.currentTerm) {
+      this.currentTerm = newTerm;
+      this.votedFor = null;
+    }
+    this.leaderId = null;
+    this.electionElapsedTicks = 0;
+    this.heartbeatElapsedTicks = 0;
+    this.randomizedElectionTimeoutTicks = this.drawElectionTimeout();
+    this.votes.clear();
+    this.progress.clear();
+    this.uncommittedBytes = 0;
+    this.appendPending = false;
+  }
+
+  private drawElectionTimeout(): number {
+    const base = this.config.electionTimeoutTicks;
+    return base + randomIntBelow(this.prng, base);
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Time
+
+  private tickElection(): void {
+    this.electionElapsedTicks++;
+    if (this.isVoter() && this.electionElapsedTicks >= this.randomizedElectionTimeoutTicks) {
+      this.electionElapsedTicks = 0;
+      this.campaign();
+    }
+  }
+
+  private tickLeader(): void {
+    this.heartbeatElapsedTicks++;
+    this.electionElapsedTicks++;
+    if (this.electionElapsedTicks >= this.config.electionTimeoutTicks) {
+      this.electionElapsedTicks = 0;
+      if (this.config.checkQuorum) {
+        // Thesis §6.2: a leader that cannot reach a quorum within an election timeout steps down, so
+        // clients stop waiting on it and a reachable majority can elect a new leader.
+        if (!this.quorumActive()) {
+          this.becomeFollower(this.currentTerm, null);
+          return;
+        }
+        for (const [peer, pr] of this.progress) pr.recentActive = peer === this.id;
+      }
+    }
+    if (this.heartbeatElapsedTicks >= this.config.heartbeatIntervalTicks) {
+      this.heartbeatElapsedTicks = 0;
+      this.broadcastHeartbeat();
+    }
+  }
+
+  private quorumActive(): boolean {
+    let active = 0;
+    for (const voter of this.config.voters) if (this.progress.get(voter)?.recentActive === true) active++;
+    return active >= quorumSize(this.config.voters.length);
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Elections (paper §5.2, §5.4.1; thesis §9.6 for pre-vote)
+
+  private startCampaign(kind: 'PreVote' | 'Election'): void {
+    if (!this.isVoter()) return;
+    const preVote = kind === 'PreVote';
+    if (preVote) this.becomePreCandidate();
+    else this.becomeCandidate();
+    const voteTerm = (preVote ? this.currentTerm + 1 : this.currentTerm) as Term;
+    this.votes.set(this.id, true);
+    if (voteOutcome(this.config.voters, this.votes) === 'Won') {
+      this.onElectionWon(preVote);
+      return;
+    }
+    for (const voter of this.config.voters) {
+      if (voter === this.id) continue;
+      const request: VoteRequest = {
+        type: 'VoteRequest',
+        from: this.id,
+        to: voter,
+        term: voteTerm,
+        preVote,
+        lastLogIndex: this.log.lastIndex(),
+        lastLogTerm: this.log.lastTerm(),
+      };
+      // A real vote request depends on the persisted term and self-vote; a pre-vote changes nothing.
+      if (preVote) this.send(request);
+      else this.sendAfterPersist(request);
+    }
+  }
+
+  private onElectionWon(preVote: boolean): void {
+    if (preVote) this.startCampaign('Election');
+    else this.becomeLeader();
+  }
+
+  private handleVoteRequest(request: VoteRequest): void {
+    // Paper §5.2: at most one vote per term, first come first served. A pre-vote for a later term
+    // promises nothing, so it may be granted regardless of this term's vote.
+    const canVote =
+      this.votedFor === request.from ||
+      (this.votedFor === null && this.leaderId === null) ||
+      (request.preVote && request.term > this.currentTerm);
+    // Paper §5.4.1: grant only to a candidate whose log is at least as up to date as ours.
+    const granted = canVote && this.log.isUpToDate(request.lastLogIndex, request.lastLogTerm);
+    if (request.preVote) {
+      this.send(this.voteResponse(request.from, true, granted, granted ? request.term : this.currentTerm));
+      return;
+    }
+    if (granted) {
+      this.electionElapsedTicks = 0;
+      this.votedFor = request.from;
+    }
+    this.sendAfterPersist(this.voteResponse(request.from, false, granted, this.currentTerm));
+  }
+
+  private handleVoteResponse(response: VoteResponse): void {
+    const expectPreVote = this.currentRole === 'PreCandidate';
+    if (this.currentRole !== 'PreCandidate' && this.currentRole !== 'Candidate') return;
+    if (response.preVote !== expectPreVote) return;
+    if (!this.votes.has(response.from)) this.votes.set(response.from, response.granted);
+    const outcome = voteOutcome(this.config.voters, this.votes);
+    switch (outcome) {
+      case 'Won':
+        this.onElectionWon(expectPreVote);
+        return;
+      case 'Lost':
+        this.becomeFollower(this.currentTerm, null);
+        return;
+      case 'Pending':
+        return;
+      default:
+        assertNever(outcome, 'vote outcome');
+    }
+  }
+
+  /** A valid AppendEntries or heartbeat of the current term names its sender leader (paper §5.2). */
+  private acceptLeader(leader: NodeId): void {
+    if (this.currentRole === 'Leader') {
+      // Two leaders in one term would break election safety; a peer claiming it is misbehaving.
+      return;
+    }
+    if (this.currentRole !== 'Follower') this.becomeFollower(this.currentTerm, leader);
+    this.leaderId = leader;
+    this.electionElapsedTicks = 0;
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Replication, follower side (paper §5.3, Figure 2 "AppendEntries RPC")
+
+  private handleAppendRequest(request: AppendRequest): void {
+    if (this.currentRole !== 'Follower') return;
+    const committed = this.log.committed();
+    if (request.prevLogIndex < committed) {
+      // Everything up to our commit index already matches the leader (leader completeness, §5.4):
+      // answer with it so the leader continues from there.
+      this.sendAfterPersist(this.appendResponse(request.from, true, committed, 0 as LogIndex, 0 as Term));
+      return;
+    }
+    if (!this.log.matchTerm(request.prevLogIndex, request.prevLogTerm)) {
+      // Figure 2 step 2: reply false if the log has no entry at prevLogIndex with prevLogTerm. The hint
+      // lets the leader skip a whole term of conflicting entries per round trip.
+      const probeFrom = Math.min(request.prevLogIndex, this.log.lastIndex()) as LogIndex;
+      const hintIndex = this.log.lastIndexWithTermAtMost(probeFrom, request.prevLogTerm);
+      const hintTerm = this.log.termAt(hintIndex) ?? (0 as Term);
+      this.sendAfterPersist(this.appendResponse(request.from, false, request.prevLogIndex, hintIndex, hintTerm));
+      return;
+    }
+    const lastNewIndex = this.log.appendFromLeader(request.prevLogIndex, request.entries);
+    // Figure 2 step 5: commitIndex = min(leaderCommit, index of last new entry).
+    this.log.commitTo(Math.min(request.leaderCommit, lastNewIndex) as LogIndex);
+    this.sendAfterPersist(this.appendResponse(request.from, true, lastNewIndex, 0 as LogIndex, 0 as Term));
+  }
+
+  private handleHeartbeat(heartbeat: Heartbeat): void {
+    if (this.currentRole !== 'Follower') return;
+    this.log.commitTo(Math.min(heartbeat.commit, this.log.lastIndex()) as LogIndex);
+    this.sendAfterPersist({ type: 'HeartbeatResponse', from: this.id, to: heartbeat.from, term: this.currentTerm });
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Replication, leader side
+
+  private handleAppendResponse(response: AppendResponse): void {
+    if (this.currentRole !== 'Leader') return;
+    const pr = this.progress.get(response.from);
+    if (pr === undefined) return;
+    pr.recentActive = true;
+    if (!response.success) {
+      let probeHint = response.rejectHintIndex;
+      if (response.rejectHintTerm > 0) {
+        // The follower's log at the hint ends in term rejectHintTerm; our log cannot match above the
+        // last of our entries with a term at most that.
+        probeHint = this.log.lastIndexWithTermAtMost(response.rejectHintIndex, response.rejectHintTerm);
+      }
+      if (pr.maybeDecreaseTo(response.index, probeHint)) {
+        if (pr.state === 'Replicate') pr.becomeProbe();
+        this.sendAppend(response.from, true);
+      }
+      return;
+    }
+    const wasPaused = pr.isPaused();
+    if (!pr.maybeUpdate(response.index)) return;
+    if (pr.state === 'Probe') pr.becomeReplicate();
+    else pr.inflights.freeUpTo(response.index);
+    if (this.maybeCommit()) {
+      this.broadcastAppend(true);
+    } else if (wasPaused || pr.next <= this.log.lastIndex()) {
+      // The window opened: stream what the follower still lacks.
+      this.sendAppend(response.from, false);
+    }
+  }
+
+  private handleHeartbeatResponse(from: NodeId): void {
+    if (this.currentRole !== 'Leader') return;
+    const pr = this.progress.get(from);
+    if (pr === undefined) return;
+    pr.recentActive = true;
+    // A heartbeat round trip ends a probe that may have been lost.
+    pr.probeSent = false;
+    if (pr.match < this.log.lastIndex()) this.sendAppend(from, false);
+  }
+
+  /** Paper §5.3–5.4.2: commit the highest index on a quorum, but only by counting an entry of this term. */
+  private maybeCommit(): boolean {
+    const candidate = committedIndex(this.config.voters, (voter) => this.progress.get(voter)?.match ?? (0 as LogIndex));
+    const previous = this.log.committed();
+    if (candidate <= previous || this.log.termAt(candidate) !== this.currentTerm) return false;
+    for (let index = previous + 1; index <= candidate; index++) {
+      const entry = this.log.entryAt(index as LogIndex);
+      if (entry !== undefined && entry.term === this.currentTerm) this.uncommittedBytes -= entryBytes(entry);
+    }
+    invariant(this.uncommittedBytes >= 0, () => `uncommitted bytes went negative (${this.uncommittedBytes})`);
+    return this.log.commitTo(candidate);
+  }
+
+  private broadcastAppend(sendIfEmpty: boolean): void {
+    for (const peer of this.progress.keys()) if (peer !== this.id) this.sendAppend(peer, sendIfEmpty);
+  }
+
+  /**
+   * Sends AppendEntries to `peer` while its window allows and entries remain; with `sendIfEmpty`, at
+   * least one message (carrying the commit index) unless the peer is paused.
+   */
+  private sendAppend(peer: NodeId, sendIfEmpty: boolean): void {
+    // Bounded: each round sends at least one entry or stops, and the window bounds the rounds.
+    for (let round = 0; round <= this.config.maxInflightMessages; round++) {
+      if (!this.maybeSendAppend(peer, sendIfEmpty && round === 0)) return;
+      const pr = this.progress.get(peer);
+      if (pr === undefined || pr.state !== 'Replicate' || pr.next > this.log.lastIndex()) return;
+    }
+  }
+
+  private maybeSendAppend(peer: NodeId, sendIfEmpty: boolean): boolean {
+    const pr = this.progress.get(peer);
+    if (pr === undefined || pr.isPaused()) return false;
+    const prevLogIndex = (pr.next - 1) as LogIndex;
+    const prevLogTerm = this.log.termAt(prevLogIndex);
+    invariant(prevLogTerm !== undefined, () => `no term for index ${prevLogIndex} (log ${this.log.firstIndex()}..${this.log.lastIndex()})`);
+    const entries = this.log.slice(pr.next, this.config.maxEntriesPerMessage, this.config.maxBytesPerMessage);
+    if (entries.length === 0 && !sendIfEmpty) return false;
+    let bytes = 0;
+    for (const entry of entries) bytes += entryBytes(entry);
+    const lastIndex = (prevLogIndex + entries.length) as LogIndex;
+    this.send({
+      type: 'AppendRequest',
+      from: this.id,
+      to: peer,
+      term: this.currentTerm,
+      prevLogIndex,
+      prevLogTerm,
+      entries,
+      leaderCommit: this.log.committed(),
+    });
+    pr.sentEntries(lastIndex, entries.length, bytes);
+    return true;
+  }
+
+  private broadcastHeartbeat(): void {
+    const committed = this.log.committed();
+    for (const [peer, pr] of this.progress) {
+      if (peer === this.id) continue;
+      this.send({
+        type: 'Heartbeat',
+        from: this.id,
+        to: peer,
+        term: this.currentTerm,
+        commit: Math.min(pr.match, committed) as LogIndex,
+      });
+    }
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Proposals
+
+  private appendProposal(data: Uint8Array): { index: LogIndex; term: Term } | null {
+    const bytes = data.byteLength;
+    // Refuse rather than queue without bound; one proposal is always admitted into an empty window.
+    if (this.uncommittedBytes > 0 && this.uncommittedBytes + bytes > this.config.maxUncommittedBytes) return null;
+    const index = (this.log.lastIndex() + 1) as LogIndex;
+    this.log.appendAsLeader([{ index, term: this.currentTerm, type: EntryType.Normal, data }]);
+    this.uncommittedBytes += bytes;
+    this.appendPending = true;
+    return { index, term: this.currentTerm };
+  }
+
+  private handleProposeRequest(request: ProposeRequest): void {
+    const answer = (index: LogIndex, entryTerm: Term, refusal: ProposalRefusal | null): ProposeResponse => ({
+      type: 'ProposeResponse',
+      from: this.id,
+      to: request.from,
+      term: 0 as Term,
+      requestId: request.requestId,
+      index,
+      entryTerm,
+      refusal,
+      leaderHint: this.leaderId,
+    });
+    if (this.currentRole !== 'Leader') {
+      this.send(answer(0 as LogIndex, 0 as Term, 'NotLeader'));
+      return;
+    }
+    const key = `${request.from}\u0000${String(request.requestId)}`;
+    const earlier = this.forwardedProposals.get(key);
+    if (earlier !== undefined) {
+      // A duplicate of a request already appended: answer again, append nothing.
+      this.send(answer(earlier.index, earlier.term, null));
+      return;
+    }
+    if (request.data.byteLength > this.config.maxProposalBytes) {
+      this.send(answer(0 as LogIndex, 0 as Term, 'ProposalTooLarge'));
+      return;
+    }
+    const appended = this.appendProposal(request.data);
+    if (appended === null) {
+      this.send(answer(0 as LogIndex, 0 as Term, 'ProposalDropped'));
+      return;
+    }
+    this.forwardedProposals.set(key, appended);
+    if (this.forwardedProposals.size > this.config.maxRememberedForwardedProposals) {
+      const oldest = this.forwardedProposals.keys().next();
+      if (oldest.done !== true) this.forwardedProposals.delete(oldest.value);
+    }
+    this.send(answer(appended.index, appended.term, null));
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Message helpers
+
+  private send(message: Message): void {
+    this.outbox.push(message);
+  }
+
+  private sendAfterPersist(message: Message): void {
+    this.outboxAfterPersist.push(message);
+  }
+
+  private voteResponse(to: NodeId, preVote: boolean, granted: boolean, responseTerm: Term): VoteResponse {
+    return { type: 'VoteResponse', from: this.id, to, term: responseTerm, preVote, granted };
+  }
+
+  private appendResponse(to: NodeId, success: boolean, index: LogIndex, rejectHintIndex: LogIndex, rejectHintTerm: Term): AppendResponse {
+    return {
+      type: 'AppendResponse',
+      from: this.id,
+      to,
+      term: this.currentTerm,
+      success,
+      index,
+      rejectHintIndex,
+      rejectHintTerm,
+    };
+  }
+}

@@ -1,0 +1,163 @@
+/**
+ * The Ready/advance protocol around {@link Raft}: what the core wants persisted, sent and applied, and
+ * the acknowledgement that it was done.
+ *
+ * @module
+ */
+import { invariant } from './errors.js';
+import { Raft, type ForwardedProposalOutcome, type ProposeOutcome, type RaftInit, type RaftStatus } from './raft.js';
+import type { Entry, HardState, LogIndex, Message, NodeId, Role } from './types.js';
+
+/** Role and leader, reported when they change. Volatile: never persisted. */
+export interface SoftState {
+  readonly role: Role;
+  readonly leader: NodeId | null;
+}
+
+/**
+ * One batch of work for the runtime. Handle it in this order:
+ * 1. send `messages` (they depend on nothing unpersisted; the leader's AppendEntries go out while its
+ *    own write is in progress, thesis §10.2.1);
+ * 2. write `hardState` (if not null) and `entries` to stable storage in one durable batch; `entries`
+ *    may start at or below the last stored index, in which case the stored suffix from
+ *    `entries[0].index` is replaced;
+ * 3. only then send `messagesAfterPersist` (votes and acknowledgements that promise durable state);
+ * 4. apply `committedEntries` in order;
+ * 5. call {@link RawNode.advance}.
+ */
+export interface Ready {
+  /** New role or leader, or null when unchanged. */
+  readonly softState: SoftState | null;
+  /** Hard state to persist, or null when unchanged. */
+  readonly hardState: HardState | null;
+  /** Log entries to persist. */
+  readonly entries: readonly Entry[];
+  /** Messages to send now. */
+  readonly messages: readonly Message[];
+  /** Messages to send only after `hardState` and `entries` are durable. */
+  readonly messagesAfterPersist: readonly Message[];
+  /** Committed, durable entries to apply, in log order. */
+  readonly committedEntries: readonly Entry[];
+  /** Answers from the leader to proposals this node forwarded. */
+  readonly forwardedOutcomes: readonly ForwardedProposalOutcome[];
+  /** Whether steps 2 needs a durable write (a hard state or entries to persist). */
+  readonly mustPersist: boolean;
+}
+
+/**
+ * The pure Raft core as the runtime drives it. No I/O, no timers, no clock: a value a test can step by
+ * hand.
+ *
+ * @example
+ * ```ts
+ * const node = new RawNode({ config, prng: new SeededPrng(1), hardState: INITIAL_HARD_STATE, entries: [], applied: logIndex(0) });
+ * node.campaign();
+ * while (node.hasReady()) {
+ *   const ready = node.ready();
+ *   // send ready.messages; persist ready.hardState and ready.entries; send ready.messagesAfterPersist;
+ *   // apply ready.committedEntries
+ *   node.advance();
+ * }
+ * ```
+ */
+export class RawNode {
+  /** The protocol state machine, for inspection. Drive it through this class. */
+  readonly raft: Raft;
+  private lastHardState: HardState;
+  private lastSoftState: SoftState;
+  /** The Ready handed out and not yet acknowledged. */
+  private outstanding: { readonly lastCommittedIndex: LogIndex | null } | null = null;
+
+  constructor(init: RaftInit) {
+    this.raft = new Raft(init);
+    this.lastHardState = init.hardState;
+    this.lastSoftState = { role: this.raft.role(), leader: this.raft.leader() };
+  }
+
+  /** Advances logical time by one tick. */
+  tick(): void {
+    this.raft.tick();
+  }
+
+  /** Feeds one message from a peer. */
+  step(message: Message): void {
+    this.raft.step(message);
+  }
+
+  /** Offers data for the log; see {@link Raft.propose}. */
+  propose(data: Uint8Array, requestId = 0): ProposeOutcome {
+    return this.raft.propose(data, requestId);
+  }
+
+  /** Campaigns at once instead of waiting for the election timeout. */
+  campaign(): void {
+    this.raft.campaign();
+  }
+
+  /** A snapshot of the node's state. */
+  status(): RaftStatus {
+    return this.raft.status();
+  }
+
+  /** Whether a Ready has work in it. False while a Ready is outstanding. */
+  hasReady(): boolean {
+    if (this.outstanding !== null) return false;
+    const log = this.raft.log;
+    return (
+      this.raft.hasOutput() ||
+      log.hasUnstableEntries() ||
+      log.hasEntriesToApply() ||
+      !sameHardState(this.raft.hardState(), this.lastHardState) ||
+      this.softStateChanged()
+    );
+  }
+
+  /** Collects the next batch of work. Call {@link advance} when it is done before asking again. */
+  ready(): Ready {
+    invariant(this.outstanding === null, 'ready() called again before advance()');
+    const output = this.raft.takeOutput();
+    const log = this.raft.log;
+    const entries = log.takeUnstableEntries();
+    const currentHardState = this.raft.hardState();
+    const hardState = sameHardState(currentHardState, this.lastHardState) ? null : currentHardState;
+    if (hardState !== null) {
+      invariant(hardState.term >= this.lastHardState.term, () => `persisted term would go back from ${this.lastHardState.term} to ${hardState.term}`);
+      invariant(hardState.commit >= this.lastHardState.commit, () => `persisted commit would go back from ${this.lastHardState.commit} to ${hardState.commit}`);
+      this.lastHardState = hardState;
+    }
+    let softState: SoftState | null = null;
+    if (this.softStateChanged()) {
+      softState = { role: this.raft.role(), leader: this.raft.leader() };
+      this.lastSoftState = softState;
+    }
+    const committedEntries = log.takeEntriesToApply(this.raft.config.maxApplyEntriesPerReady);
+    this.outstanding = { lastCommittedIndex: committedEntries.at(-1)?.index ?? null };
+    return {
+      softState,
+      hardState,
+      entries,
+      messages: output.messages,
+      messagesAfterPersist: output.messagesAfterPersist,
+      committedEntries,
+      forwardedOutcomes: output.forwardedOutcomes,
+      mustPersist: hardState !== null || entries.length > 0,
+    };
+  }
+
+  /** Acknowledges the outstanding Ready: its writes are durable and its entries applied. */
+  advance(): void {
+    const outstanding = this.outstanding;
+    invariant(outstanding !== null, 'advance() called without an outstanding ready()');
+    this.outstanding = null;
+    if (outstanding.lastCommittedIndex !== null) this.raft.log.appliedTo(outstanding.lastCommittedIndex);
+    this.raft.onPersisted();
+  }
+
+  private softStateChanged(): boolean {
+    return this.raft.role() !== this.lastSoftState.role || this.raft.leader() !== this.lastSoftState.leader;
+  }
+}
+
+function sameHardState(a: HardState, b: HardState): boolean {
+  return a.term === b.term && a.vote === b.vote && a.commit === b.commit;
+}

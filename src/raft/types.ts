@@ -1,0 +1,152 @@
+/**
+ * The vocabulary of the Raft core: identifiers, log entries, persistent state and messages.
+ *
+ * @module
+ */
+
+/** A node's identity within its cluster, e.g. `"n1"`. Branded so it is never confused with a key. */
+export type NodeId = string & { readonly __brand: 'NodeId' };
+/** A Raft term (paper §5.1). Starts at 0, never decreases on a node. */
+export type Term = number & { readonly __brand: 'Term' };
+/** A position in the replicated log. The first entry has index 1; 0 means "before the log". */
+export type LogIndex = number & { readonly __brand: 'LogIndex' };
+
+/** Brands a string as a {@link NodeId}. */
+export const nodeId = (value: string): NodeId => value as NodeId;
+/** Brands a number as a {@link Term}. */
+export const term = (value: number): Term => value as Term;
+/** Brands a number as a {@link LogIndex}. */
+export const logIndex = (value: number): LogIndex => value as LogIndex;
+
+/** Kinds of log entry. */
+export const EntryType = {
+  /** Application data, handed to the state machine. */
+  Normal: 0,
+  /** The empty entry a new leader appends to commit entries of earlier terms (paper §5.4.2, §8). */
+  Noop: 1,
+} as const;
+/** See {@link EntryType}. */
+export type EntryType = (typeof EntryType)[keyof typeof EntryType];
+
+/** One entry of the replicated log. Immutable once created. */
+export interface Entry {
+  readonly index: LogIndex;
+  readonly term: Term;
+  readonly type: EntryType;
+  /** Opaque application bytes; empty for {@link EntryType.Noop}. */
+  readonly data: Uint8Array;
+}
+
+/** The state that must survive a crash before any message depending on it is sent (Figure 2). */
+export interface HardState {
+  readonly term: Term;
+  /** The candidate this node voted for in `term`, or null. */
+  readonly vote: NodeId | null;
+  /** Highest index known committed. Persisted so a restart re-applies no more than it must. */
+  readonly commit: LogIndex;
+}
+
+/** A node's role (paper §5.2; PreCandidate is the thesis §9.6 pre-vote phase). */
+export type Role = 'Follower' | 'PreCandidate' | 'Candidate' | 'Leader';
+
+/** Fields every message carries. */
+interface MessageHeader {
+  readonly from: NodeId;
+  readonly to: NodeId;
+  /**
+   * The sender's term. For a pre-vote request it is the term the sender *would* campaign in; for a
+   * granted pre-vote response it echoes that term. Proposal forwarding messages carry 0: they are
+   * not part of the Raft term protocol.
+   */
+  readonly term: Term;
+}
+
+/** RequestVote (paper §5.2), or its pre-vote probe (thesis §9.6) when `preVote` is set. */
+export interface VoteRequest extends MessageHeader {
+  readonly type: 'VoteRequest';
+  readonly preVote: boolean;
+  readonly lastLogIndex: LogIndex;
+  readonly lastLogTerm: Term;
+}
+
+/** Answer to a {@link VoteRequest}. */
+export interface VoteResponse extends MessageHeader {
+  readonly type: 'VoteResponse';
+  readonly preVote: boolean;
+  readonly granted: boolean;
+}
+
+/** AppendEntries (paper §5.3). An empty `entries` still carries `leaderCommit`. */
+export interface AppendRequest extends MessageHeader {
+  readonly type: 'AppendRequest';
+  readonly prevLogIndex: LogIndex;
+  readonly prevLogTerm: Term;
+  readonly entries: readonly Entry[];
+  readonly leaderCommit: LogIndex;
+}
+
+/**
+ * Answer to an {@link AppendRequest}. On success `index` is the last index the follower now holds
+ * that matches the leader. On rejection `index` is the rejected `prevLogIndex`, and the hint tells the
+ * leader where to probe next: the follower's last index at or below the probe whose term is at most
+ * `prevLogTerm` (fast back-off, paper §5.3 last paragraphs).
+ */
+export interface AppendResponse extends MessageHeader {
+  readonly type: 'AppendResponse';
+  readonly success: boolean;
+  readonly index: LogIndex;
+  readonly rejectHintIndex: LogIndex;
+  readonly rejectHintTerm: Term;
+}
+
+/**
+ * Leader heartbeat. `commit` is `min(follower's match index, leader commit)`, so a follower whose log
+ * has not been checked against the leader never commits an entry it may not share.
+ */
+export interface Heartbeat extends MessageHeader {
+  readonly type: 'Heartbeat';
+  readonly commit: LogIndex;
+}
+
+/** Answer to a {@link Heartbeat}; tells the leader the follower is alive (CheckQuorum). */
+export interface HeartbeatResponse extends MessageHeader {
+  readonly type: 'HeartbeatResponse';
+}
+
+/** A follower forwarding a client proposal to the leader it knows. */
+export interface ProposeRequest extends MessageHeader {
+  readonly type: 'ProposeRequest';
+  /** Chosen by the origin node; unique among its outstanding proposals. */
+  readonly requestId: number;
+  readonly data: Uint8Array;
+}
+
+/** The leader's answer to a {@link ProposeRequest}: where the proposal landed, or why not. */
+export interface ProposeResponse extends MessageHeader {
+  readonly type: 'ProposeResponse';
+  readonly requestId: number;
+  /** Index and term of the appended entry when accepted; 0 when refused. */
+  readonly index: LogIndex;
+  readonly entryTerm: Term;
+  /** Null when accepted. */
+  readonly refusal: ProposalRefusal | null;
+  /** The leader the answering node knows of, so the origin can redirect its client. */
+  readonly leaderHint: NodeId | null;
+}
+
+/** Why a proposal was not appended. */
+export type ProposalRefusal = 'NotLeader' | 'ProposalDropped' | 'ProposalTooLarge';
+
+/** Every message exchanged between Raft nodes. */
+export type Message =
+  | VoteRequest
+  | VoteResponse
+  | AppendRequest
+  | AppendResponse
+  | Heartbeat
+  | HeartbeatResponse
+  | ProposeRequest
+  | ProposeResponse;
+
+/** The `type` tag of a {@link Message}. */
+export type MessageType = Message['type'];
