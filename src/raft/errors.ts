@@ -18,6 +18,7 @@ export type ErrorCode =
   | 'ProposalTooLarge'
   | 'Timeout'
   | 'Stopped'
+  | 'TooManyPendingProposals'
   | 'StorageFailed';
 
 /**

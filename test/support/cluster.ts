@@ -8,6 +8,7 @@ import {
   SeededPrng,
   resolveRaftConfig,
   type Entry,
+  type ForwardedProposalOutcome,
   type HardState,
   type LogIndex,
   type Message,
@@ -30,6 +31,8 @@ export class TestCluster {
   readonly nodes = new Map<NodeId, RawNode>();
   readonly stored = new Map<NodeId, StoredState>();
   readonly applied = new Map<NodeId, Entry[]>();
+  /** Answers each node received to the proposals it forwarded, in arrival order. */
+  readonly forwardedOutcomes = new Map<NodeId, ForwardedProposalOutcome[]>();
   /** Messages sent and not yet delivered, in send order. */
   queue: Message[] = [];
   /** Every line the cluster logged (for transcripts). */
@@ -87,6 +90,11 @@ export class TestCluster {
       }
       this.queue.push(...ready.messagesAfterPersist);
       this.applied.get(id as NodeId)?.push(...ready.committedEntries);
+      if (ready.forwardedOutcomes.length > 0) {
+        const outcomes = this.forwardedOutcomes.get(id as NodeId) ?? [];
+        outcomes.push(...ready.forwardedOutcomes);
+        this.forwardedOutcomes.set(id as NodeId, outcomes);
+      }
       node.advance();
     }
   }

@@ -1,0 +1,478 @@
+/**
+ * `RaftNode`: the Raft core driven by a clock, a transport, a storage and a state machine.
+ *
+ * @module
+ */
+import { randomInt } from 'node:crypto';
+import { pino, type Logger } from 'pino';
+import {
+  EntryType,
+  InvariantError,
+  RaftLeaseError,
+  RawNode,
+  SeededPrng,
+  nodeId,
+  resolveRaftConfig,
+  type Entry,
+  type ForwardedProposalOutcome,
+  type LogIndex,
+  type NodeId,
+  type PeerProgress,
+  type ProposalRefusal,
+  type RaftConfig,
+  type RaftOptions,
+  type Ready,
+  type Role,
+  type Term,
+} from '../raft/index.js';
+import { NotLeaderError, ProposalDroppedError, ProposalTimeoutError, StoppedError } from './errors.js';
+import type { Clock, StateMachine, Storage, Timer, Transport } from './interfaces.js';
+import { ConfigError } from '../raft/index.js';
+
+/** Options of a {@link RaftNode}. */
+export interface RaftNodeOptions<Result> {
+  /** This node's id. */
+  readonly id: string;
+  /** Every voting member, this node included. */
+  readonly voters: readonly string[];
+  readonly transport: Transport;
+  readonly storage: Storage;
+  readonly clock: Clock;
+  readonly stateMachine: StateMachine<Result>;
+  /** Milliseconds per Raft tick. Default 100: elections after 1–2 s, heartbeats every 100 ms. */
+  readonly tickIntervalMs?: number;
+  /** Default time a proposal may take before it fails with `Timeout`. Default 5,000 ms. */
+  readonly proposalTimeoutMs?: number;
+  /** Most proposals awaiting an outcome; more are refused with `TooManyPendingProposals`. Default 10,000. */
+  readonly maxPendingProposals?: number;
+  /** Seed of election jitter and request ids. Default: random. Set it for reproducible runs. */
+  readonly seed?: number;
+  /** Options of the Raft core (timeouts in ticks, flow-control limits). */
+  readonly raft?: Partial<RaftOptions>;
+  /** Where to log. Default: silent. */
+  readonly logger?: Logger;
+  /**
+   * Called when the node stops itself because it cannot go on safely: a storage write failed, or an
+   * invariant broke (an {@link InvariantError}: a bug). Default: rethrow, which crashes the process —
+   * a replica with a broken invariant must not limp on.
+   */
+  readonly onFatalError?: (error: Error) => void;
+}
+
+/** Options of one proposal. */
+export interface ProposeOptions {
+  /** Overrides the node's `proposalTimeoutMs`. */
+  readonly timeoutMs?: number;
+  /** Abandons waiting (the proposal may still be applied). */
+  readonly signal?: AbortSignal;
+}
+
+/** A proposal's fate once applied. */
+export interface Applied<Result> {
+  /** Log index of the entry. */
+  readonly index: LogIndex;
+  /** What the state machine returned for it. */
+  readonly result: Result;
+}
+
+/** What an observer can see of a running node. */
+export interface RaftNodeStatus {
+  readonly id: NodeId;
+  /** `Stopped` once stopped (or failed). */
+  readonly role: Role | 'Stopped';
+  readonly term: Term;
+  readonly leader: NodeId | null;
+  readonly lastIndex: LogIndex;
+  readonly commitIndex: LogIndex;
+  readonly appliedIndex: LogIndex;
+  /** Leader only: each voter's match index and replication state. */
+  readonly followers: Readonly<Record<string, PeerProgress>>;
+  /** Proposals awaiting an outcome. */
+  readonly pendingProposals: number;
+}
+
+interface PendingProposal<Result> {
+  readonly resolve: (applied: Applied<Result>) => void;
+  readonly reject: (error: unknown) => void;
+  readonly timer: Timer;
+  readonly requestId: number;
+  readonly abortCleanup: () => void;
+  index: LogIndex | null;
+  term: Term | null;
+}
+
+/** How many applied results are kept to answer a forwarded proposal whose entry applied first. */
+const RECENT_RESULTS_KEPT = 4096;
+
+/**
+ * One Raft member: drives the pure core from clock ticks and incoming messages, persists each Ready
+ * batch through {@link Storage}, sends through {@link Transport}, applies committed entries to the
+ * {@link StateMachine}, and settles each `propose()` promise.
+ *
+ * Everything happens on the injected clock and through the injected interfaces: no hidden timers or
+ * I/O, so a simulator can decide when each write completes and each message arrives.
+ *
+ * @example
+ * ```ts
+ * const network = new MemoryNetwork();
+ * const node = await RaftNode.start({
+ *   id: 'n1', voters: ['n1', 'n2', 'n3'],
+ *   transport: network.connect(nodeId('n1')), storage: new MemoryStorage(), clock: new SystemClock(),
+ *   stateMachine: { apply: (command) => new TextDecoder().decode(command) },
+ * });
+ * const { index, result } = await node.propose(new TextEncoder().encode('hello'));
+ * ```
+ */
+export class RaftNode<Result = unknown> {
+  readonly id: NodeId;
+  readonly config: RaftConfig;
+  private readonly rawNode: RawNode;
+  private readonly options: RaftNodeOptions<Result>;
+  private readonly logger: Logger;
+  private readonly tickIntervalMs: number;
+  private readonly proposalTimeoutMs: number;
+  private readonly maxPendingProposals: number;
+
+  private stopped = false;
+  private fatalError: Error | null = null;
+  private tickTimer: Timer | null = null;
+  /** The Ready loop is running (awaiting storage or the state machine). */
+  private pumping = false;
+  private pumpDone: Promise<void> = Promise.resolve();
+  private nextRequestId: number;
+
+  private readonly pendingByRequest = new Map<number, PendingProposal<Result>>();
+  private readonly pendingByIndex = new Map<LogIndex, PendingProposal<Result>>();
+  /** Results of the last applied entries, for forwarded proposals whose answer arrives late. */
+  private readonly recentResults = new Map<LogIndex, { readonly term: Term; readonly result: Result }>();
+  private appliedIndex: LogIndex;
+  private role: Role;
+  private leader: NodeId | null;
+
+  private constructor(options: RaftNodeOptions<Result>, config: RaftConfig, rawNode: RawNode, seed: number) {
+    this.options = options;
+    this.id = config.id;
+    this.config = config;
+    this.rawNode = rawNode;
+    this.logger = (options.logger ?? pino({ level: 'silent' })).child({ node: config.id });
+    this.tickIntervalMs = options.tickIntervalMs ?? 100;
+    this.proposalTimeoutMs = options.proposalTimeoutMs ?? 5_000;
+    this.maxPendingProposals = options.maxPendingProposals ?? 10_000;
+    // Request ids start at a random point so a restarted node does not reuse the ids its previous
+    // incarnation forwarded (the leader answers a repeated id with the earlier entry).
+    this.nextRequestId = Math.floor(new SeededPrng(seed ^ 0x2545f491).nextUint32() * 0x10_0000);
+    const status = rawNode.status();
+    this.appliedIndex = status.appliedIndex;
+    this.role = status.role;
+    this.leader = status.leader;
+  }
+
+  /**
+   * Loads the node's state from storage, joins the transport and starts ticking.
+   * Throws {@link ConfigError} for invalid options.
+   */
+  static async start<Result>(options: RaftNodeOptions<Result>): Promise<RaftNode<Result>> {
+    const tickIntervalMs = options.tickIntervalMs ?? 100;
+    if (!Number.isFinite(tickIntervalMs) || tickIntervalMs <= 0) throw new ConfigError('tickIntervalMs', `must be a positive number, got ${tickIntervalMs}`);
+    const proposalTimeoutMs = options.proposalTimeoutMs ?? 5_000;
+    if (!Number.isFinite(proposalTimeoutMs) || proposalTimeoutMs <= 0) throw new ConfigError('proposalTimeoutMs', `must be a positive number, got ${proposalTimeoutMs}`);
+    const maxPending = options.maxPendingProposals ?? 10_000;
+    if (!Number.isSafeInteger(maxPending) || maxPending < 1) throw new ConfigError('maxPendingProposals', `must be a positive integer, got ${maxPending}`);
+    const seed = options.seed ?? randomInt(0, 2 ** 47);
+    if (!Number.isSafeInteger(seed)) throw new ConfigError('seed', `must be a safe integer, got ${seed}`);
+    const config = resolveRaftConfig({ ...options.raft, id: nodeId(options.id), voters: options.voters.map(nodeId) });
+    const persisted = await options.storage.load();
+    const rawNode = new RawNode({ config, prng: new SeededPrng(seed), hardState: persisted.hardState, entries: persisted.entries, applied: 0 as LogIndex });
+    const node = new RaftNode(options, config, rawNode, seed);
+    options.transport.listen((message) => {
+      node.onMessage(message);
+    });
+    node.scheduleTick();
+    node.logger.info({ term: persisted.hardState.term, lastIndex: persisted.entries.length }, 'raft node started');
+    return node;
+  }
+
+  /**
+   * Proposes a command. Resolves with the state machine's result once the entry is applied on this
+   * node; rejects with {@link NotLeaderError}, {@link ProposalDroppedError} (safe to retry),
+   * {@link ProposalTimeoutError} (outcome unknown), {@link StoppedError}, or a `RaftLeaseError` with
+   * code `ProposalTooLarge` or `TooManyPendingProposals`. Followers forward to the leader.
+   */
+  propose(command: Uint8Array, options: ProposeOptions = {}): Promise<Applied<Result>> {
+    if (this.stopped) return Promise.reject(new StoppedError());
+    if (options.signal?.aborted === true) return Promise.reject(abortReason(options.signal));
+    if (this.pendingByRequest.size + this.pendingByIndex.size >= this.maxPendingProposals) {
+      return Promise.reject(
+        new RaftLeaseError('TooManyPendingProposals', `${this.maxPendingProposals} proposals already await an outcome; wait for some to settle`),
+      );
+    }
+    const timeoutMs = options.timeoutMs ?? this.proposalTimeoutMs;
+    const requestId = this.nextRequestId++;
+    const outcome = this.guard(() => this.rawNode.propose(command, requestId));
+    if (outcome === undefined) return Promise.reject(new StoppedError('the node failed'));
+    if (outcome.kind === 'Refused') return Promise.reject(this.refusalError(outcome.refusal, outcome.leaderHint, command.byteLength));
+    const promise = new Promise<Applied<Result>>((resolve, reject) => {
+      const signal = options.signal;
+      const onAbort = (): void => {
+        this.forget(pending);
+        if (signal !== undefined) reject(abortReason(signal));
+      };
+      const pending: PendingProposal<Result> = {
+        resolve,
+        reject,
+        requestId,
+        index: null,
+        term: null,
+        timer: this.options.clock.setTimer(timeoutMs, () => {
+          this.forget(pending);
+          reject(new ProposalTimeoutError(timeoutMs));
+        }),
+        abortCleanup: () => signal?.removeEventListener('abort', onAbort),
+      };
+      signal?.addEventListener('abort', onAbort, { once: true });
+      if (outcome.kind === 'Appended') this.trackAtIndex(pending, outcome.index, outcome.term);
+      else this.pendingByRequest.set(requestId, pending);
+    });
+    this.pump();
+    return promise;
+  }
+
+  /** The node's current state. */
+  status(): RaftNodeStatus {
+    const status = this.rawNode.status();
+    const followers: Record<string, PeerProgress> = {};
+    for (const [peer, progress] of status.progress) followers[peer] = progress;
+    return {
+      id: this.id,
+      role: this.stopped ? 'Stopped' : status.role,
+      term: status.term,
+      leader: this.stopped ? null : status.leader,
+      lastIndex: status.lastIndex,
+      commitIndex: status.commitIndex,
+      appliedIndex: this.appliedIndex,
+      followers,
+      pendingProposals: this.pendingByIndex.size + this.pendingByRequest.size,
+    };
+  }
+
+  /** Starts an election now instead of waiting for the election timeout (tests, tooling). */
+  campaign(): void {
+    this.guard(() => {
+      this.rawNode.campaign();
+    });
+    this.pump();
+  }
+
+  /**
+   * Stops ticking, finishes the write in progress, fails pending proposals with {@link StoppedError},
+   * and closes the transport and storage.
+   */
+  async stop(): Promise<void> {
+    if (this.stopped) {
+      await this.pumpDone;
+      return;
+    }
+    this.stopped = true;
+    this.tickTimer?.cancel();
+    this.tickTimer = null;
+    await this.pumpDone;
+    this.failAllPending(new StoppedError('the node stopped before the proposal was applied'));
+    await this.options.transport.close();
+    await this.options.storage.close();
+    this.logger.info('raft node stopped');
+  }
+
+  /** The error that stopped the node, if it failed. */
+  failure(): Error | null {
+    return this.fatalError;
+  }
+
+  // ---------------------------------------------------------------------------------------------
+
+  private scheduleTick(): void {
+    if (this.stopped) return;
+    this.tickTimer = this.options.clock.setTimer(this.tickIntervalMs, () => {
+      if (this.stopped) return;
+      this.guard(() => {
+        this.rawNode.tick();
+      });
+      this.pump();
+      this.scheduleTick();
+    });
+  }
+
+  private onMessage(message: Parameters<RawNode['step']>[0]): void {
+    if (this.stopped) return;
+    this.guard(() => {
+      this.rawNode.step(message);
+    });
+    this.pump();
+  }
+
+  /** Runs `action` on the core; a throw from the core is fatal. */
+  private guard<T>(action: () => T): T | undefined {
+    try {
+      return action();
+    } catch (error) {
+      this.fail(error);
+      return undefined;
+    }
+  }
+
+  /** Starts the Ready loop unless it is already running. */
+  private pump(): void {
+    if (this.pumping || this.stopped) return;
+    this.pumping = true;
+    this.pumpDone = this.runReadyLoop();
+  }
+
+  private async runReadyLoop(): Promise<void> {
+    try {
+      while (!this.stopped && this.rawNode.hasReady()) {
+        const ready = this.rawNode.ready();
+        await this.handleReady(ready);
+        this.rawNode.advance();
+      }
+    } catch (error) {
+      this.fail(error);
+    } finally {
+      // Cleared in the same synchronous step as the last hasReady() check, so an input arriving
+      // afterwards starts a new loop instead of being missed.
+      this.pumping = false;
+    }
+  }
+
+  private async handleReady(ready: Ready): Promise<void> {
+    const { transport, storage } = this.options;
+    if (ready.softState !== null) this.onSoftState(ready.softState.role, ready.softState.leader);
+    for (const message of ready.messages) transport.send(message);
+    if (ready.mustPersist) {
+      try {
+        await storage.persist({ hardState: ready.hardState, entries: ready.entries });
+      } catch (error) {
+        throw new RaftLeaseError('StorageFailed', 'a storage write failed; the node stopped because durability is unknown', { cause: error });
+      }
+    }
+    // Votes and acknowledgements promise durable state: only now may they leave.
+    for (const message of ready.messagesAfterPersist) transport.send(message);
+    for (const outcome of ready.forwardedOutcomes) this.onForwardedOutcome(outcome);
+    for (const entry of ready.committedEntries) {
+      await this.applyEntry(entry);
+      if (this.stopped) return;
+      this.appliedIndex = entry.index;
+    }
+  }
+
+  private async applyEntry(entry: Entry): Promise<void> {
+    let result: Result | undefined;
+    if (entry.type === EntryType.Normal) {
+      const returned = this.options.stateMachine.apply(entry.data, entry.index);
+      result = returned instanceof Promise ? await returned : returned;
+      this.recentResults.set(entry.index, { term: entry.term, result });
+      if (this.recentResults.size > RECENT_RESULTS_KEPT) {
+        const oldest = this.recentResults.keys().next();
+        if (oldest.done !== true) this.recentResults.delete(oldest.value);
+      }
+    }
+    const pending = this.pendingByIndex.get(entry.index);
+    if (pending === undefined) return;
+    this.forget(pending);
+    if (pending.term === entry.term && entry.type === EntryType.Normal) {
+      pending.resolve({ index: entry.index, result: result as Result });
+    } else {
+      pending.reject(new ProposalDroppedError(`a new leader replaced log index ${entry.index}`));
+    }
+  }
+
+  private onForwardedOutcome(outcome: ForwardedProposalOutcome): void {
+    const pending = this.pendingByRequest.get(outcome.requestId);
+    if (pending === undefined) return;
+    this.pendingByRequest.delete(outcome.requestId);
+    if (outcome.refusal !== null) {
+      this.forget(pending);
+      pending.reject(this.refusalError(outcome.refusal, outcome.leaderHint, 0));
+      return;
+    }
+    if (outcome.index <= this.appliedIndex) {
+      // The entry was applied before the leader's answer arrived.
+      this.forget(pending);
+      const recent = this.recentResults.get(outcome.index);
+      if (recent === undefined) pending.reject(new ProposalTimeoutError(0));
+      else if (recent.term === outcome.term) pending.resolve({ index: outcome.index, result: recent.result });
+      else pending.reject(new ProposalDroppedError(`a new leader replaced log index ${outcome.index}`));
+      return;
+    }
+    this.trackAtIndex(pending, outcome.index, outcome.term);
+  }
+
+  private trackAtIndex(pending: PendingProposal<Result>, index: LogIndex, entryTerm: Term): void {
+    pending.index = index;
+    pending.term = entryTerm;
+    const previous = this.pendingByIndex.get(index);
+    if (previous !== undefined) {
+      // An earlier proposal at this index belonged to a term whose entry was overwritten.
+      this.forget(previous);
+      previous.reject(new ProposalDroppedError(`a new leader replaced log index ${index}`));
+    }
+    this.pendingByIndex.set(index, pending);
+  }
+
+  private forget(pending: PendingProposal<Result>): void {
+    pending.timer.cancel();
+    pending.abortCleanup();
+    this.pendingByRequest.delete(pending.requestId);
+    if (pending.index !== null && this.pendingByIndex.get(pending.index) === pending) this.pendingByIndex.delete(pending.index);
+  }
+
+  private onSoftState(role: Role, leader: NodeId | null): void {
+    if (role !== this.role) this.logger.info({ from: this.role, to: role, term: this.rawNode.status().term, leader }, 'role changed');
+    else if (leader !== this.leader) this.logger.debug({ leader }, 'leader changed');
+    this.role = role;
+    this.leader = leader;
+  }
+
+  private refusalError(refusal: ProposalRefusal, leaderHint: NodeId | null, bytes: number): RaftLeaseError {
+    switch (refusal) {
+      case 'NotLeader':
+        return new NotLeaderError(leaderHint);
+      case 'ProposalDropped':
+        return new ProposalDroppedError(
+          leaderHint === null ? 'no leader is known yet; retry after an election' : 'the leader holds too many uncommitted bytes; retry after some commit',
+        );
+      case 'ProposalTooLarge':
+        return new RaftLeaseError('ProposalTooLarge', `proposal of ${bytes} bytes exceeds maxProposalBytes (${this.config.maxProposalBytes}); split it`);
+    }
+  }
+
+  private failAllPending(error: Error): void {
+    for (const pending of [...this.pendingByRequest.values(), ...this.pendingByIndex.values()]) {
+      this.forget(pending);
+      pending.reject(error);
+    }
+  }
+
+  private fail(error: unknown): void {
+    const fatal = error instanceof Error ? error : new InvariantError(`non-error thrown: ${String(error)}`);
+    if (this.fatalError !== null) return;
+    this.fatalError = fatal;
+    this.logger.error({ err: fatal }, 'raft node stopped on a fatal error');
+    this.stopped = true;
+    this.tickTimer?.cancel();
+    this.failAllPending(new StoppedError(`the node failed: ${fatal.message}`));
+    const onFatal = this.options.onFatalError;
+    if (onFatal !== undefined) {
+      onFatal(fatal);
+      return;
+    }
+    // No handler: crash rather than limp on (but not from inside the caller's stack).
+    queueMicrotask(() => {
+      throw fatal;
+    });
+  }
+}
+
+/** The reason an AbortSignal carries, as an Error (the standard `AbortError` when none was given). */
+function abortReason(signal: AbortSignal): Error {
+  const reason: unknown = signal.reason;
+  return reason instanceof Error ? reason : new DOMException('the operation was aborted', 'AbortError');
+}

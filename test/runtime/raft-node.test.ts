@@ -1,0 +1,189 @@
+import { afterEach, describe, expect, it } from 'vitest';
+import { RaftLeaseError, RaftNode, ManualClock, MemoryNetwork, MemoryStorage, nodeId, ConfigError, type RaftNodeStatus } from '../../src/index.js';
+import { startRuntimeCluster, text, type RuntimeCluster } from '../support/runtime-cluster.js';
+
+let cluster: RuntimeCluster | undefined;
+afterEach(async () => {
+  await cluster?.stopAll();
+  cluster = undefined;
+});
+
+/** Resolves `promise` while advancing virtual time in steps (bounded). */
+async function settle<T>(c: RuntimeCluster, promise: Promise<T>, maxMs = 10_000): Promise<T> {
+  let outcome: { ok: true; value: T } | { ok: false; error: unknown } | undefined;
+  promise.then(
+    (value) => (outcome = { ok: true, value }),
+    (error: unknown) => (outcome = { ok: false, error }),
+  );
+  for (let waited = 0; outcome === undefined && waited < maxMs; waited += 10) await c.clock.advance(10);
+  if (outcome === undefined) throw new Error(`not settled within ${maxMs} ms of virtual time`);
+  if (!outcome.ok) throw outcome.error;
+  return outcome.value;
+}
+
+function roles(c: RuntimeCluster): Record<string, RaftNodeStatus['role']> {
+  return Object.fromEntries([...c.nodes].map(([id, node]) => [id, node.status().role]));
+}
+
+describe('RaftNode', () => {
+  it('elects exactly one leader and applies a proposal on every node, resolving with the result', async () => {
+    cluster = await startRuntimeCluster(['n1', 'n2', 'n3']);
+    const leader = await cluster.waitForLeader();
+    expect(Object.values(roles(cluster)).filter((role) => role === 'Leader')).toHaveLength(1);
+    const applied = await settle(cluster, leader.propose(text('x')));
+    expect(applied.result).toBe(`${applied.index}:x`);
+    await cluster.clock.advance(500);
+    for (const machine of cluster.machines.values()) expect(machine.commands).toEqual(['x']);
+    expect(cluster.fatalErrors).toEqual([]);
+  });
+
+  it('forwards a follower proposal to the leader and resolves it on the follower', async () => {
+    cluster = await startRuntimeCluster(['n1', 'n2', 'n3']);
+    const leader = await cluster.waitForLeader();
+    const follower = [...cluster.nodes.values()].find((node) => node !== leader);
+    if (follower === undefined) throw new Error('no follower');
+    const applied = await settle(cluster, follower.propose(text('from-follower')));
+    expect(applied.result).toBe(`${applied.index}:from-follower`);
+    expect(leader.status().commitIndex).toBeGreaterThanOrEqual(applied.index);
+  });
+
+  it('reports status: leader tracks each follower match index', async () => {
+    cluster = await startRuntimeCluster(['n1', 'n2', 'n3']);
+    const leader = await cluster.waitForLeader();
+    const applied = await settle(cluster, leader.propose(text('s')));
+    await cluster.clock.advance(300);
+    const status = leader.status();
+    expect(status.role).toBe('Leader');
+    expect(status.leader).toBe(leader.id);
+    expect(status.appliedIndex).toBeGreaterThanOrEqual(applied.index);
+    for (const id of cluster.ids) expect(status.followers[id]?.match).toBeGreaterThanOrEqual(applied.index);
+  });
+
+  it('elects a new leader when the old one is cut off, and the old one steps down (CheckQuorum)', async () => {
+    cluster = await startRuntimeCluster(['n1', 'n2', 'n3']);
+    const oldLeader = await cluster.waitForLeader();
+    const others = cluster.ids.filter((id) => id !== oldLeader.id).map(nodeId);
+    cluster.network.isolate([oldLeader.id], others);
+    await cluster.clock.advance(5_000);
+    expect(oldLeader.status().role).not.toBe('Leader');
+    const newLeader = cluster.leader();
+    expect(newLeader).toBeDefined();
+    expect(newLeader?.id).not.toBe(oldLeader.id);
+    cluster.network.heal();
+    const applied = await settle(cluster, oldLeader.propose(text('after-heal')), 10_000).catch((error: unknown) => error);
+    // The old leader either forwards successfully or reports a typed, retryable error.
+    if (applied instanceof Error) expect(applied).toBeInstanceOf(RaftLeaseError);
+    else expect(applied.result).toContain('after-heal');
+  });
+
+  it('refuses proposals with a typed error while no leader is known', async () => {
+    cluster = await startRuntimeCluster(['n1', 'n2', 'n3']);
+    const error = await cluster.node('n1').propose(text('too-early')).catch((caught: unknown) => caught);
+    expect(error).toBeInstanceOf(RaftLeaseError);
+    expect((error as RaftLeaseError).code).toBe('ProposalDropped');
+  });
+
+  it('times out a proposal that cannot commit, with code Timeout', async () => {
+    cluster = await startRuntimeCluster(['n1', 'n2', 'n3']);
+    const leader = await cluster.waitForLeader();
+    cluster.network.isolate([leader.id], cluster.ids.filter((id) => id !== leader.id).map(nodeId));
+    const outcome = leader.propose(text('stranded'), { timeoutMs: 300 }).catch((caught: unknown) => caught);
+    await cluster.clock.advance(400);
+    const error = await outcome;
+    expect(error).toBeInstanceOf(RaftLeaseError);
+    expect((error as RaftLeaseError).code).toBe('Timeout');
+  });
+
+  it('rejects pending proposals with Stopped when the node stops', async () => {
+    cluster = await startRuntimeCluster(['n1', 'n2', 'n3']);
+    const leader = await cluster.waitForLeader();
+    cluster.network.isolate([leader.id], cluster.ids.filter((id) => id !== leader.id).map(nodeId));
+    const outcome = leader.propose(text('pending')).catch((caught: unknown) => caught);
+    await leader.stop();
+    const error = await outcome;
+    expect((error as RaftLeaseError).code).toBe('Stopped');
+    await expect(leader.propose(text('after'))).rejects.toMatchObject({ code: 'Stopped' });
+  });
+
+  it('keeps term, vote and log across a restart from the same storage', async () => {
+    cluster = await startRuntimeCluster(['n1', 'n2', 'n3']);
+    const leader = await cluster.waitForLeader();
+    await settle(cluster, leader.propose(text('durable')));
+    await cluster.clock.advance(300);
+    const victim = cluster.ids.find((id) => id !== leader.id) ?? 'n1';
+    const before = cluster.node(victim).status();
+    await cluster.node(victim).stop();
+    const restarted = await cluster.start(victim);
+    expect(restarted.status().term).toBe(before.term);
+    expect(restarted.status().lastIndex).toBe(before.lastIndex);
+    await cluster.clock.advance(1_000);
+    expect(cluster.machines.get(victim)?.commands).toEqual(['durable']);
+  });
+
+  it('stops and reports a storage failure instead of continuing', async () => {
+    const clock = new ManualClock();
+    const network = new MemoryNetwork();
+    const storage = new MemoryStorage();
+    storage.persist = () => Promise.reject(new Error('disk full'));
+    const fatal: Error[] = [];
+    const node = await RaftNode.start({
+      id: 'solo',
+      voters: ['solo'],
+      transport: network.connect(nodeId('solo')),
+      storage,
+      clock,
+      stateMachine: { apply: () => null },
+      seed: 1,
+      onFatalError: (error) => fatal.push(error),
+    });
+    await clock.advance(3_000);
+    expect(fatal).toHaveLength(1);
+    expect((fatal[0] as RaftLeaseError).code).toBe('StorageFailed');
+    expect(node.status().role).toBe('Stopped');
+    await expect(node.propose(text('x'))).rejects.toMatchObject({ code: 'Stopped' });
+  });
+
+  it('validates options with a ConfigError naming the field', async () => {
+    const network = new MemoryNetwork();
+    await expect(
+      RaftNode.start({
+        id: 'n1',
+        voters: ['n1'],
+        transport: network.connect(nodeId('n1')),
+        storage: new MemoryStorage(),
+        clock: new ManualClock(),
+        stateMachine: { apply: () => null },
+        tickIntervalMs: 0,
+      }),
+    ).rejects.toMatchObject({ field: 'tickIntervalMs' });
+    await expect(
+      RaftNode.start({
+        id: 'n1',
+        voters: [],
+        transport: network.connect(nodeId('n1')),
+        storage: new MemoryStorage(),
+        clock: new ManualClock(),
+        stateMachine: { apply: () => null },
+      }),
+    ).rejects.toBeInstanceOf(ConfigError);
+  });
+
+  it('a single-node cluster commits on its own', async () => {
+    const clock = new ManualClock();
+    const node = await RaftNode.start({
+      id: 'solo',
+      voters: ['solo'],
+      transport: new MemoryNetwork().connect(nodeId('solo')),
+      storage: new MemoryStorage(),
+      clock,
+      stateMachine: { apply: (command: Uint8Array) => command.byteLength },
+      seed: 3,
+    });
+    await clock.advance(2_500);
+    expect(node.status().role).toBe('Leader');
+    const outcome = node.propose(new Uint8Array(5));
+    await clock.advance(10);
+    await expect(outcome).resolves.toMatchObject({ result: 5 });
+    await node.stop();
+  });
+});
