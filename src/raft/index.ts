@@ -3,6 +3,7 @@
  *
  * @module
  */
+export * from './bounded-map.js';
 export * from './codec.js';
 export * from './config.js';
 export * from './errors.js';

@@ -8,6 +8,7 @@
  *
  * @module
  */
+import { BoundedMap } from './bounded-map.js';
 import type { RaftConfig } from './config.js';
 import { assertNever, invariant } from './errors.js';
 import { entryBytes, RaftLog } from './log.js';
@@ -124,7 +125,7 @@ export class Raft {
   /** Leader only: proposals appended since the last broadcast, sent in one batch per peer. */
   private appendPending = false;
   /** Leader only: forwarded proposals already appended, so a duplicated request is not appended twice. */
-  private readonly forwardedProposals = new Map<string, { readonly index: LogIndex; readonly term: Term }>();
+  private readonly forwardedProposals: BoundedMap<string, { readonly index: LogIndex; readonly term: Term }>;
 
   /** Messages that may be sent at once. */
   private outbox: Message[] = [];
@@ -137,6 +138,7 @@ export class Raft {
     this.id = init.config.id;
     this.config = init.config;
     this.prng = init.prng;
+    this.forwardedProposals = new BoundedMap(init.config.maxRememberedForwardedProposals);
     this.log = new RaftLog(init.entries, init.hardState.commit, init.applied);
     this.currentTerm = init.hardState.term;
     this.votedFor = init.hardState.vote;
@@ -735,10 +737,6 @@ export class Raft {
       return;
     }
     this.forwardedProposals.set(key, appended);
-    if (this.forwardedProposals.size > this.config.maxRememberedForwardedProposals) {
-      const oldest = this.forwardedProposals.keys().next();
-      if (oldest.done !== true) this.forwardedProposals.delete(oldest.value);
-    }
     this.send(answer(appended.index, appended.term, null));
   }
 

@@ -6,6 +6,7 @@
 import { randomInt } from 'node:crypto';
 import { pino, type Logger } from 'pino';
 import {
+  BoundedMap,
   EntryType,
   InvariantError,
   RaftLeaseError,
@@ -41,7 +42,7 @@ export interface RaftNodeOptions<Result> {
   readonly stateMachine: StateMachine<Result>;
   /** Milliseconds per Raft tick. Default 100: elections after 1–2 s, heartbeats every 100 ms. */
   readonly tickIntervalMs?: number;
-  /** Default time a proposal may take before it fails with `Timeout`. Default 5,000 ms. */
+  /** Default time a proposal may take before it fails with `Timeout` (checked every tick). Default 5,000 ms. */
   readonly proposalTimeoutMs?: number;
   /** Most proposals awaiting an outcome; more are refused with `TooManyPendingProposals`. Default 10,000. */
   readonly maxPendingProposals?: number;
@@ -94,9 +95,11 @@ export interface RaftNodeStatus {
 interface PendingProposal<Result> {
   readonly resolve: (applied: Applied<Result>) => void;
   readonly reject: (error: unknown) => void;
-  readonly timer: Timer;
+  /** On the node's clock; checked every tick, so a timeout fires up to one tick late. */
+  readonly deadlineMs: number;
+  readonly timeoutMs: number;
   readonly requestId: number;
-  readonly abortCleanup: () => void;
+  readonly abortCleanup: (() => void) | null;
   index: LogIndex | null;
   term: Term | null;
 }
@@ -144,7 +147,7 @@ export class RaftNode<Result = unknown> {
   private readonly pendingByRequest = new Map<number, PendingProposal<Result>>();
   private readonly pendingByIndex = new Map<LogIndex, PendingProposal<Result>>();
   /** Results of the last applied entries, for forwarded proposals whose answer arrives late. */
-  private readonly recentResults = new Map<LogIndex, { readonly term: Term; readonly result: Result }>();
+  private readonly recentResults = new BoundedMap<LogIndex, { readonly term: Term; readonly result: Result }>(RECENT_RESULTS_KEPT);
   private appliedIndex: LogIndex;
   private role: Role;
   private leader: NodeId | null;
@@ -213,23 +216,28 @@ export class RaftNode<Result = unknown> {
     if (outcome.kind === 'Refused') return Promise.reject(this.refusalError(outcome.refusal, outcome.leaderHint, command.byteLength));
     const promise = new Promise<Applied<Result>>((resolve, reject) => {
       const signal = options.signal;
-      const onAbort = (): void => {
-        this.forget(pending);
-        if (signal !== undefined) reject(abortReason(signal));
-      };
+      let abortCleanup: (() => void) | null = null;
+      if (signal !== undefined) {
+        const onAbort = (): void => {
+          this.forget(pending);
+          reject(abortReason(signal));
+        };
+        signal.addEventListener('abort', onAbort, { once: true });
+        abortCleanup = () => {
+          signal.removeEventListener('abort', onAbort);
+        };
+      }
+      // One timer per proposal would dominate the cost of a commit; deadlines are swept every tick.
       const pending: PendingProposal<Result> = {
         resolve,
         reject,
         requestId,
         index: null,
         term: null,
-        timer: this.options.clock.setTimer(timeoutMs, () => {
-          this.forget(pending);
-          reject(new ProposalTimeoutError(timeoutMs));
-        }),
-        abortCleanup: () => signal?.removeEventListener('abort', onAbort),
+        deadlineMs: this.options.clock.nowMs() + timeoutMs,
+        timeoutMs,
+        abortCleanup,
       };
-      signal?.addEventListener('abort', onAbort, { once: true });
       if (outcome.kind === 'Appended') this.trackAtIndex(pending, outcome.index, outcome.term);
       else this.pendingByRequest.set(requestId, pending);
     });
@@ -296,9 +304,20 @@ export class RaftNode<Result = unknown> {
       this.guard(() => {
         this.rawNode.tick();
       });
+      this.expireProposals();
       this.pump();
       this.scheduleTick();
     });
+  }
+
+  /** Fails every proposal whose deadline has passed (bounded by maxPendingProposals). */
+  private expireProposals(): void {
+    const nowMs = this.options.clock.nowMs();
+    for (const pending of [...this.pendingByRequest.values(), ...this.pendingByIndex.values()]) {
+      if (pending.deadlineMs > nowMs) continue;
+      this.forget(pending);
+      pending.reject(new ProposalTimeoutError(pending.timeoutMs));
+    }
   }
 
   private onMessage(message: Parameters<RawNode['step']>[0]): void {
@@ -357,22 +376,36 @@ export class RaftNode<Result = unknown> {
     for (const message of ready.messagesAfterPersist) transport.send(message);
     for (const outcome of ready.forwardedOutcomes) this.onForwardedOutcome(outcome);
     for (const entry of ready.committedEntries) {
-      await this.applyEntry(entry);
-      if (this.stopped) return;
+      const applying = this.applyEntry(entry);
+      if (applying !== undefined) await applying;
       this.appliedIndex = entry.index;
+      if (this.stopped) return;
     }
   }
 
-  private async applyEntry(entry: Entry): Promise<void> {
-    let result: Result | undefined;
-    if (entry.type === EntryType.Normal) {
-      const returned = this.options.stateMachine.apply(entry.data, entry.index);
-      result = returned instanceof Promise ? await returned : returned;
-      this.recentResults.set(entry.index, { term: entry.term, result });
-      if (this.recentResults.size > RECENT_RESULTS_KEPT) {
-        const oldest = this.recentResults.keys().next();
-        if (oldest.done !== true) this.recentResults.delete(oldest.value);
-      }
+  /**
+   * Applies one entry and settles its proposal. Stays synchronous unless the state machine returns a
+   * promise: an `await` per entry would cost a microtask turn per commit.
+   */
+  private applyEntry(entry: Entry): Promise<void> | undefined {
+    if (entry.type !== EntryType.Normal) {
+      this.settleApplied(entry, undefined);
+      return undefined;
+    }
+    const returned = this.options.stateMachine.apply(entry.data, entry.index);
+    if (returned instanceof Promise) {
+      return returned.then((result) => {
+        this.settleApplied(entry, result);
+      });
+    }
+    this.settleApplied(entry, returned);
+    return undefined;
+  }
+
+  private settleApplied(entry: Entry, result: Result | undefined): void {
+    // Only a forwarded proposal still waiting for the leader's answer can need a result later.
+    if (entry.type === EntryType.Normal && this.pendingByRequest.size > 0) {
+      this.recentResults.set(entry.index, { term: entry.term, result: result as Result });
     }
     const pending = this.pendingByIndex.get(entry.index);
     if (pending === undefined) return;
@@ -418,8 +451,7 @@ export class RaftNode<Result = unknown> {
   }
 
   private forget(pending: PendingProposal<Result>): void {
-    pending.timer.cancel();
-    pending.abortCleanup();
+    pending.abortCleanup?.();
     this.pendingByRequest.delete(pending.requestId);
     if (pending.index !== null && this.pendingByIndex.get(pending.index) === pending) this.pendingByIndex.delete(pending.index);
   }

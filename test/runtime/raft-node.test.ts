@@ -70,10 +70,10 @@ describe('RaftNode', () => {
     expect(newLeader).toBeDefined();
     expect(newLeader?.id).not.toBe(oldLeader.id);
     cluster.network.heal();
-    const applied = await settle(cluster, oldLeader.propose(text('after-heal')), 10_000).catch((error: unknown) => error);
+    const applied: unknown = await settle(cluster, oldLeader.propose(text('after-heal')), 10_000).catch((error: unknown) => error);
     // The old leader either forwards successfully or reports a typed, retryable error.
     if (applied instanceof Error) expect(applied).toBeInstanceOf(RaftLeaseError);
-    else expect(applied.result).toContain('after-heal');
+    else expect((applied as { result: string }).result).toContain('after-heal');
   });
 
   it('refuses proposals with a typed error while no leader is known', async () => {

@@ -1,0 +1,43 @@
+/**
+ * `npm run bench -- [core] [--quick] [--encode]`: benchmarks. Timing goals live here, never in tests.
+ *
+ * @module
+ */
+import { parseArgs } from 'node:util';
+import { benchCore } from './core.js';
+
+async function main(): Promise<void> {
+  const { values, positionals } = parseArgs({
+    args: process.argv.slice(2),
+    allowPositionals: true,
+    options: { quick: { type: 'boolean' }, encode: { type: 'boolean' } },
+  });
+  const suites = positionals.length === 0 ? ['core'] : positionals;
+  for (const suite of suites) {
+    switch (suite) {
+      case 'core': {
+        const quick = values.quick === true;
+        const flags = [suite, quick ? '--quick' : '', values.encode === true ? '--encode' : ''].filter((flag) => flag !== '').join(' ');
+        await benchCore(
+          {
+            proposalsPerRun: quick ? 20_000 : 100_000,
+            runs: quick ? 3 : 5,
+            payloadBytes: 64,
+            concurrencyLevels: [1, 64],
+            encode: values.encode === true,
+          },
+          `npm run bench -- ${flags}`,
+          (line) => process.stdout.write(`${line}\n`),
+        );
+        break;
+      }
+      default:
+        throw new Error(`unknown benchmark '${suite}'; known: core`);
+    }
+  }
+}
+
+main().catch((error: unknown) => {
+  process.stderr.write(`bench: ${error instanceof Error ? error.message : String(error)}\n`);
+  process.exitCode = 1;
+});
