@@ -618,7 +618,9 @@ export class Raft {
     pr.recentActive = true;
     // A heartbeat round trip ends a probe that may have been lost.
     pr.probeSent = false;
-    if (pr.match < this.log.lastIndex()) this.sendAppend(from, false);
+    // Paper §5.3: the leader retries AppendEntries until the follower stores every entry. An append
+    // in flight may have been lost; an empty one probes at `next` and a rejection rewinds to `match`.
+    if (pr.match < this.log.lastIndex()) this.sendAppend(from, true);
   }
 
   /** Paper §5.3–5.4.2: commit the highest index on a quorum, but only by counting an entry of this term. */

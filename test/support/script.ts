@@ -23,7 +23,7 @@
  * Commands (node ids are the ones given to `cluster`):
  * - `cluster n1 n2 n3 [preVote=false] [checkQuorum=false] [seed=N] [<any numeric RaftOptions>=N]`
  *   starts a new cluster (a script may hold several, one after another);
- * - `campaign n1`, `propose n1 some text`;
+ * - `campaign n1`, `propose n1 some text`, `propose-many n1 30 x` (x1 .. x30, handled as one batch);
  * - `tick n1 [count]`, `tick-all [count]` (every node, in cluster order, `count` rounds);
  * - `deliver` (until the network is quiet), `deliver N` (only the first N queued messages, not what
  *   they cause), `deliver-one`, `drop` (every queued message), `queue` (list without delivering);
@@ -35,9 +35,13 @@
  * Every command reports what it changed: delivered and dropped messages (one line each, via
  * {@link describeMessage}), and under them, indented, the state changes they caused — a node's role,
  * term, vote or leader; its commit index and the entries it applied; entries truncated from its log;
- * answers to proposals it forwarded. A command with nothing to report prints `ok`.
+ * answers to proposals it forwarded. A command with nothing to report prints `ok`. Entries render as
+ * `index@term:data`; a run like `3@2:x1 4@2:x2 5@2:x3` is folded into `3..5@2:x1..x3`.
+ *
+ * Output is deterministic: the cluster is seeded, messages are delivered in send order, nodes are
+ * reported in the order `cluster` named them.
  */
-import { DEFAULT_RAFT_OPTIONS, type Entry, type NodeId, type RaftOptions } from '../../src/raft/index.js';
+import { DEFAULT_RAFT_OPTIONS, EntryType, type Entry, type Message, type NodeId, type ProposeOutcome, type RaftOptions } from '../../src/raft/index.js';
 import { TestCluster, describeEntry, describeMessage } from './cluster.js';
 
 /** The line that separates a command from its recorded output. */
@@ -106,9 +110,9 @@ export function parseScript(text: string): ParsedScript {
         recorded.push(lines[position] ?? '');
         position++;
       }
-      // The blank line that ends the output belongs to the block.
-      if (position < lines.length) position++;
     }
+    // The blank line that ends the block belongs to it (a new command has no output yet, only that).
+    if (position < lines.length && (lines[position] ?? '') === '') position++;
     blocks.push({ leading: pending, command: line, line: commandLine, recorded });
     pending = [];
   }
@@ -163,8 +167,8 @@ export class ScriptRunner {
       this.dispatch(name ?? '', args, command, output, fail);
     } catch (error) {
       if (error instanceof ScriptError) throw error;
-      // A failure of the core (an InvariantError, say) is part of the transcript: it shows where and
-      // how, and the recorded transcript never contains one unless a reviewer accepted it.
+      // A failure of the core (an InvariantError, say) goes into the transcript, which shows where and
+      // how it happened; scripts.test.ts still fails on a broken invariant, even in rewrite mode.
       output.push(`error: ${error instanceof Error ? `${error.name}: ${error.message}` : String(error)}`);
     }
     return output.length === 0 ? ['ok'] : output;
@@ -187,18 +191,16 @@ export class ScriptRunner {
         const id = this.nodeArg(args, 0, fail);
         const text = command.trim().split(/\s+/).slice(2).join(' ');
         if (text === '') fail('propose needs data');
-        const outcome = cluster.propose(id, text);
-        switch (outcome.kind) {
-          case 'Appended':
-            output.push(`${id}: Appended index=${outcome.index} term=${outcome.term}`);
-            break;
-          case 'Forwarded':
-            output.push(`${id}: Forwarded to ${outcome.leader}`);
-            break;
-          case 'Refused':
-            output.push(`${id}: Refused ${outcome.refusal} leaderHint=${outcome.leaderHint ?? 'none'}`);
-            break;
-        }
+        output.push(`${id}: ${describeOutcome(cluster.propose(id, text))}`);
+        this.reportChanges(output, '');
+        return;
+      }
+      case 'propose-many': {
+        const id = this.nodeArg(args, 0, fail);
+        const count = this.countArg(args.slice(0, 2), 1, fail);
+        const prefix = args[2] ?? fail('propose-many needs a data prefix');
+        if (args.length > 3) fail('too many arguments');
+        this.proposeMany(id, count, prefix, output);
         this.reportChanges(output, '');
         return;
       }
@@ -233,12 +235,12 @@ export class ScriptRunner {
         return;
       case 'drop':
         this.noArgs(args, fail);
-        for (const message of cluster.queue) output.push(`drop ${describeMessage(message)}`);
+        for (const message of cluster.queue) output.push(`drop ${describeMessageCompactly(message)}`);
         cluster.queue = [];
         return;
       case 'queue':
         this.noArgs(args, fail);
-        for (const message of cluster.queue) output.push(`queued ${describeMessage(message)}`);
+        for (const message of cluster.queue) output.push(`queued ${describeMessageCompactly(message)}`);
         return;
       case 'partition': {
         const groups = args.join(' ').split('|').map((group) => group.trim().split(/\s+/).filter((id) => id !== ''));
@@ -250,7 +252,7 @@ export class ScriptRunner {
       case 'cut': {
         const [from, to, ...rest] = (args[0] ?? '').split('->');
         if (args.length !== 1 || from === undefined || to === undefined || rest.length > 0) fail('cut needs one link, e.g. n1->n2');
-        cluster.cutOneWay(this.checkNode(from ?? '', fail), this.checkNode(to ?? '', fail));
+        cluster.cutOneWay(this.checkNode(from, fail), this.checkNode(to, fail));
         return;
       }
       case 'heal':
@@ -277,7 +279,7 @@ export class ScriptRunner {
       case 'log':
         for (const id of this.nodesArg(args, fail)) {
           const entries = this.entriesOf(id);
-          output.push(`${id}: ${entries.length === 0 ? '(empty)' : entries.map(describeEntry).join(' ')}`);
+          output.push(`${id}: ${entries.length === 0 ? '(empty)' : describeEntries(entries)}`);
         }
         return;
       default:
@@ -312,9 +314,32 @@ export class ScriptRunner {
       }
     }
     if (ids.length === 0 || ids.length > MAX_NODES) fail(`a cluster needs 1 to ${MAX_NODES} nodes`);
-    this.cluster = new TestCluster(ids, options as Partial<RaftOptions> & { seed?: number });
+    this.cluster = new TestCluster(ids, options);
     this.ids = ids as NodeId[];
     this.snapshots = new Map(this.ids.map((id) => [id, this.snapshot(id)]));
+  }
+
+  /**
+   * Proposes `prefix1` .. `prefixN` on one node before handling its Ready, so a leader sends them in
+   * one AppendEntries per follower. One line sums up a run of entries appended in order.
+   */
+  private proposeMany(id: NodeId, count: number, prefix: string, output: string[]): void {
+    const cluster = this.mustCluster();
+    const node = cluster.node(id);
+    const outcomes = [];
+    for (let number = 1; number <= count; number++) {
+      outcomes.push(node.propose(new TextEncoder().encode(`${prefix}${number}`), cluster.trace.length + number));
+    }
+    cluster.flush(id);
+    const first = outcomes[0];
+    const last = outcomes.at(-1);
+    if (first?.kind === 'Appended' && last?.kind === 'Appended' && outcomes.every((outcome) => outcome.kind === 'Appended' && outcome.term === first.term) && last.index - first.index === count - 1) {
+      output.push(`${id}: Appended ${prefix}1..${prefix}${count} at index=${first.index}..${last.index} term=${first.term}`);
+      return;
+    }
+    outcomes.forEach((outcome, position) => {
+      output.push(`${id}: ${prefix}${position + 1} ${describeOutcome(outcome)}`);
+    });
   }
 
   private deliverFirst(count: number, output: string[]): void {
@@ -339,11 +364,9 @@ export class ScriptRunner {
     return delivered;
   }
 
-  private deliver(message: Parameters<TestCluster['deliverOne']>[0], output: string[]): void {
-    const cluster = this.mustCluster();
-    const traceLength = cluster.trace.length;
-    cluster.deliverOne(message);
-    output.push(...cluster.trace.slice(traceLength));
+  private deliver(message: Message, output: string[]): void {
+    const delivered = this.mustCluster().deliverOne(message);
+    output.push(`${delivered ? '' : 'drop '}${describeMessageCompactly(message)}`);
     this.reportChanges(output, '  ');
   }
 
@@ -388,10 +411,10 @@ export class ScriptRunner {
         output.push(`${prefix}${id}: ${after.role} term=${after.term} vote=${after.vote} leader=${after.leader}`);
       }
       const truncated = truncatedEntries(before.entries, after.entries);
-      if (truncated.length > 0) output.push(`${prefix}${id}: truncated [${truncated.map(describeEntry).join(' ')}]`);
+      if (truncated.length > 0) output.push(`${prefix}${id}: truncated [${describeEntries(truncated)}]`);
       const applied = after.appliedCount >= before.appliedCount ? (cluster.applied.get(id) ?? []).slice(before.appliedCount) : [];
       if (before.commit !== after.commit || applied.length > 0) {
-        output.push(`${prefix}${id}: commit=${after.commit} applied=[${applied.map(describeEntry).join(' ')}]`);
+        output.push(`${prefix}${id}: commit=${after.commit} applied=[${describeEntries(applied)}]`);
       }
       for (const outcome of (cluster.forwardedOutcomes.get(id) ?? []).slice(before.outcomeCount)) {
         const result = outcome.refusal === null ? `accepted at ${outcome.index}@${outcome.term}` : `refused ${outcome.refusal}`;
@@ -451,6 +474,82 @@ export class ScriptRunner {
   private integer(value: string, fail: (message: string) => never): number {
     if (!/^-?\d+$/.test(value)) fail(`'${value}' is not an integer`);
     return Number(value);
+  }
+}
+
+/** Shortest run of entries that {@link describeEntries} folds into one item. */
+const MIN_FOLDED_RUN = 3;
+
+/**
+ * {@link describeEntry} for each entry, except that a run of entries in one term whose data counts
+ * up (`x1 x2 x3`, as `propose-many` makes them) is folded into one item: `3..42@2:x1..x40`. Nothing
+ * is lost: the run stands for exactly those entries.
+ */
+export function describeEntries(entries: readonly Entry[]): string {
+  const items: string[] = [];
+  let position = 0;
+  while (position < entries.length) {
+    const first = entries[position];
+    if (first === undefined) break;
+    const start = numbered(first);
+    let end = position + 1;
+    if (start !== null) {
+      for (; end < entries.length; end++) {
+        const next = entries[end];
+        const nextNumbered = next === undefined ? null : numbered(next);
+        const offset = end - position;
+        if (
+          next === undefined ||
+          nextNumbered === null ||
+          next.term !== first.term ||
+          next.index !== first.index + offset ||
+          nextNumbered.prefix !== start.prefix ||
+          nextNumbered.number !== start.number + offset
+        ) {
+          break;
+        }
+      }
+    }
+    const last = entries[end - 1];
+    if (start !== null && last !== undefined && end - position >= MIN_FOLDED_RUN) {
+      items.push(`${first.index}..${last.index}@${first.term}:${start.prefix}${start.number}..${start.prefix}${start.number + end - position - 1}`);
+      position = end;
+    } else {
+      items.push(describeEntry(first));
+      position++;
+    }
+  }
+  return items.join(' ');
+}
+
+/** The data of a normal entry split into a prefix and a trailing decimal number, if it has one. */
+function numbered(entry: Entry): { prefix: string; number: number } | null {
+  if (entry.type !== EntryType.Normal) return null;
+  const match = /^(.*?)(\d{1,9})$/.exec(new TextDecoder().decode(entry.data));
+  if (match === null) return null;
+  const [, prefix = '', digits = ''] = match;
+  // "x01" would not round-trip through the folded form.
+  if (digits.length > 1 && digits.startsWith('0')) return null;
+  return { prefix, number: Number(digits) };
+}
+
+/** {@link describeMessage}, with the entries of an AppendRequest folded by {@link describeEntries}. */
+export function describeMessageCompactly(message: Message): string {
+  if (message.type !== 'AppendRequest') return describeMessage(message);
+  const head = describeMessage({ ...message, entries: [] });
+  const suffix = 'entries=[]';
+  if (!head.endsWith(suffix)) throw new Error(`unexpected AppendRequest rendering: ${head}`);
+  return `${head.slice(0, -suffix.length)}entries=[${describeEntries(message.entries)}]`;
+}
+
+function describeOutcome(outcome: ProposeOutcome): string {
+  switch (outcome.kind) {
+    case 'Appended':
+      return `Appended index=${outcome.index} term=${outcome.term}`;
+    case 'Forwarded':
+      return `Forwarded to ${outcome.leader}`;
+    case 'Refused':
+      return `Refused ${outcome.refusal} leaderHint=${outcome.leaderHint ?? 'none'}`;
   }
 }
 
