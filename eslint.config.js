@@ -15,6 +15,26 @@ const nondeterminism = [
   { object: 'process', property: 'hrtime', message: 'Use the injected Clock.' },
 ];
 
+/** Folders whose code must take time and randomness only from what is injected. */
+export const deterministicFiles = ['src/raft/**/*.ts', 'src/lease/**/*.ts', 'src/maintenance/**/*.ts', 'sim/**/*.ts'];
+
+/** The rules that keep those folders deterministic (also exercised by test/lint/determinism.test.ts). */
+export const determinismRules = {
+  'no-restricted-properties': ['error', ...nondeterminism],
+  'no-restricted-globals': [
+    'error',
+    { name: 'setTimeout', message: 'Use the injected Clock.' },
+    { name: 'setInterval', message: 'Use the injected Clock.' },
+    { name: 'setImmediate', message: 'Use the injected Clock.' },
+    { name: 'performance', message: 'Use the injected Clock.' },
+  ],
+  'no-restricted-syntax': [
+    'error',
+    { selector: "NewExpression[callee.name='Date'][arguments.length=0]", message: 'Use the injected Clock.' },
+    { selector: "CallExpression[callee.name='Date'][arguments.length=0]", message: 'Use the injected Clock.' },
+  ],
+};
+
 export default tseslint.config(
   { ignores: ['dist/', 'node_modules/', 'coverage/'] },
   js.configs.recommended,
@@ -32,23 +52,7 @@ export default tseslint.config(
       '@typescript-eslint/no-unused-vars': ['error', { argsIgnorePattern: '^_' }],
     },
   },
-  {
-    files: ['src/raft/**/*.ts', 'src/lease/**/*.ts', 'src/maintenance/**/*.ts', 'sim/**/*.ts'],
-    rules: {
-      'no-restricted-properties': ['error', ...nondeterminism],
-      'no-restricted-globals': [
-        'error',
-        { name: 'setTimeout', message: 'Use the injected Clock.' },
-        { name: 'setInterval', message: 'Use the injected Clock.' },
-        { name: 'setImmediate', message: 'Use the injected Clock.' },
-        { name: 'performance', message: 'Use the injected Clock.' },
-      ],
-      'no-restricted-syntax': [
-        'error',
-        { selector: "NewExpression[callee.name='Date'][arguments.length=0]", message: 'Use the injected Clock.' },
-      ],
-    },
-  },
+  { files: deterministicFiles, rules: determinismRules },
   {
     files: ['**/*.js', 'eslint.config.js'],
     ...tseslint.configs.disableTypeChecked,
