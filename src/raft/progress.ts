@@ -67,6 +67,12 @@ export class Inflights {
     }
   }
 
+  /** Forgets the oldest message in flight (it may have been lost), opening the window by one. */
+  freeFirstOne(): void {
+    const first = this.lastIndexes[this.head];
+    if (first !== undefined) this.freeUpTo(first as LogIndex);
+  }
+
   /** Forgets everything in flight. */
   reset(): void {
     this.lastIndexes.length = 0;

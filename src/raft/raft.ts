@@ -317,9 +317,11 @@ export class Raft {
   /** Applies the term rules. Returns whether the message should be processed further. */
   private checkTerm(message: Exclude<Message, ProposeRequest | ProposeResponse>): boolean {
     if (message.term > this.currentTerm) {
-      if (message.type === 'VoteRequest' && this.inLeaderLease()) {
+      if (message.type === 'VoteRequest' && this.inLeaderLease(message.preVote)) {
         // Thesis §4.2.3: while a leader is heard from, a vote request comes from a node that cannot
-        // see it; ignoring it keeps a partitioned node from deposing a healthy leader.
+        // see it; ignoring it keeps a partitioned node from deposing a healthy leader. Thesis §9.6
+        // makes the same check part of pre-vote itself, so it applies to pre-votes even without
+        // CheckQuorum.
         return false;
       }
       const isPreVoteRequest = message.type === 'VoteRequest' && message.preVote;
@@ -336,19 +338,20 @@ export class Raft {
         // A leader of an older term must learn the newer term, or a node that raised its term while
         // cut off could never rejoin: with pre-vote and check-quorum it would ignore that leader and
         // that leader would never hear of a newer term.
-        this.send(this.appendResponse(message.from, false, message.type === 'AppendRequest' ? message.prevLogIndex : (0 as LogIndex), 0 as LogIndex, 0 as Term));
+        // Sent after persistence: it carries the current term, which may not be durable yet.
+        this.sendAfterPersist(this.appendResponse(message.from, false, message.type === 'AppendRequest' ? message.prevLogIndex : (0 as LogIndex), 0 as LogIndex, 0 as Term));
       } else if (message.type === 'VoteRequest' && message.preVote) {
         // Tell a pre-candidate with a stale term that it lost, so it does not wait for a timeout.
-        this.send(this.voteResponse(message.from, true, false, this.currentTerm));
+        this.sendAfterPersist(this.voteResponse(message.from, true, false, this.currentTerm));
       }
       return false;
     }
     return true;
   }
 
-  /** Whether a leader was heard from within the minimum election timeout (CheckQuorum's lease). */
-  private inLeaderLease(): boolean {
-    return this.config.checkQuorum && this.leaderId !== null && this.electionElapsedTicks < this.config.electionTimeoutTicks;
+  /** Whether a leader was heard from within the minimum election timeout, and that matters. */
+  private inLeaderLease(preVote: boolean): boolean {
+    return (this.config.checkQuorum || preVote) && this.leaderId !== null && this.electionElapsedTicks < this.config.electionTimeoutTicks;
   }
 
   // ---------------------------------------------------------------------------------------------
@@ -518,6 +521,9 @@ export class Raft {
     const expectPreVote = this.currentRole === 'PreCandidate';
     if (this.currentRole !== 'PreCandidate' && this.currentRole !== 'Candidate') return;
     if (response.preVote !== expectPreVote) return;
+    // A granted pre-vote names the term it was granted for; a late grant from an earlier round
+    // (for the term this node is now in) must not count towards this round.
+    if (response.preVote && response.granted && response.term !== this.currentTerm + 1) return;
     if (!this.votes.has(response.from)) this.votes.set(response.from, response.granted);
     const outcome = voteOutcome(this.config.voters, this.votes);
     switch (outcome) {
@@ -616,8 +622,10 @@ export class Raft {
     const pr = this.progress.get(from);
     if (pr === undefined) return;
     pr.recentActive = true;
-    // A heartbeat round trip ends a probe that may have been lost.
+    // A heartbeat round trip ends a probe that may have been lost, and opens a full window by one:
+    // if the whole window was lost, the next append is rejected and the leader rewinds to `match`.
     pr.probeSent = false;
+    if (pr.state === 'Replicate' && pr.inflights.full()) pr.inflights.freeFirstOne();
     // Paper §5.3: the leader retries AppendEntries until the follower stores every entry. An append
     // in flight may have been lost; an empty one probes at `next` and a rejection rewinds to `match`.
     if (pr.match < this.log.lastIndex()) this.sendAppend(from, true);

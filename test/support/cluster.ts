@@ -35,6 +35,8 @@ export class TestCluster {
   readonly forwardedOutcomes = new Map<NodeId, ForwardedProposalOutcome[]>();
   /** Messages sent and not yet delivered, in send order. */
   queue: Message[] = [];
+  /** Request ids of forwarded proposals; unique per cluster. */
+  private lastRequestId = 0;
   /** Every line the cluster logged (for transcripts). */
   readonly trace: string[] = [];
   /** Pairs of nodes that cannot reach each other, as "from->to". */
@@ -116,7 +118,7 @@ export class TestCluster {
   }
 
   propose(id: string, text: string): ReturnType<RawNode['propose']> {
-    const outcome = this.node(id).propose(new TextEncoder().encode(text), this.trace.length + 1);
+    const outcome = this.node(id).propose(new TextEncoder().encode(text), ++this.lastRequestId);
     this.flush(id);
     return outcome;
   }

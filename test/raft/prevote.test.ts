@@ -1,0 +1,34 @@
+import { describe, expect, it } from 'vitest';
+import { nodeId, term, type VoteResponse } from '../../src/raft/index.js';
+import { TestCluster } from '../support/cluster.js';
+
+function preVoteGrant(from: string, to: string, grantedForTerm: number): VoteResponse {
+  return { type: 'VoteResponse', from: nodeId(from), to: nodeId(to), term: term(grantedForTerm), preVote: true, granted: true };
+}
+
+describe('thesis §9.6 pre-vote', () => {
+  it('counts a granted pre-vote only for the term this round asks about (term + 1)', () => {
+    const cluster = new TestCluster(['n1', 'n2', 'n3']);
+    const n3 = cluster.node('n3');
+    n3.campaign();
+    expect(n3.status()).toMatchObject({ role: 'PreCandidate', term: 0 });
+    // A late grant from an earlier round, for the term n3 is already in, must not count.
+    n3.step(preVoteGrant('n1', 'n3', 0));
+    expect(n3.status()).toMatchObject({ role: 'PreCandidate', term: 0 });
+    // A grant for term 1 completes the majority: n3 starts the real election in term 1.
+    n3.step(preVoteGrant('n1', 'n3', 1));
+    expect(n3.status()).toMatchObject({ role: 'Candidate', term: 1 });
+  });
+
+  it('a follower that heard from its leader within the election timeout ignores pre-votes, even without CheckQuorum', () => {
+    const cluster = new TestCluster(['n1', 'n2', 'n3'], { checkQuorum: false });
+    cluster.campaign('n1');
+    cluster.deliverAll();
+    expect(cluster.leaders()).toEqual(['n1']);
+    cluster.campaign('n3');
+    cluster.deliverAll();
+    expect(cluster.node('n3').status().role).not.toBe('Candidate');
+    expect(cluster.leaders()).toEqual(['n1']);
+    expect(cluster.node('n1').status().term).toBe(1);
+  });
+});
