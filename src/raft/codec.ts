@@ -139,8 +139,8 @@ export function validateMessage(value: unknown): Message {
       const index = fields.integer('index') as LogIndex;
       const entryTerm = fields.integer('entryTerm') as Term;
       const refusalValue = fields.any('refusal');
-      if (refusalValue !== null && !REFUSALS.includes(refusalValue as ProposalRefusal)) {
-        throw new DecodeError(`unknown refusal ${JSON.stringify(refusalValue)}`);
+      if (refusalValue !== null && (typeof refusalValue !== 'string' || !REFUSALS.includes(refusalValue as ProposalRefusal))) {
+        throw new DecodeError(`unknown refusal of type ${typeof refusalValue}`);
       }
       const hint = fields.any('leaderHint');
       const leaderHint = hint === null ? null : checkNodeId('leaderHint', hint);

@@ -123,7 +123,7 @@ function stripUndefined<T extends object>(value: T): T {
 
 function validateNodeId(field: string, value: unknown): void {
   if (typeof value !== 'string' || value.length === 0) {
-    throw new ConfigError(field, `node ids must be non-empty strings, got ${JSON.stringify(value)}`);
+    throw new ConfigError(field, `node ids must be non-empty strings, got ${typeof value === 'string' ? 'an empty string' : typeof value}`);
   }
   if (value.length > MAX_NODE_ID_LENGTH) {
     throw new ConfigError(field, `node id longer than ${MAX_NODE_ID_LENGTH} characters`);

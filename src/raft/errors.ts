@@ -86,5 +86,5 @@ export function invariant(condition: boolean, message: string | (() => string)):
 
 /** Marks a switch as exhaustive: the compiler rejects a call with a value that is not `never`. */
 export function assertNever(value: never, what: string): never {
-  throw new InvariantError(`unexpected ${what}: ${JSON.stringify(value)}`);
+  throw new InvariantError(`unexpected ${what}: ${String(value)}`);
 }

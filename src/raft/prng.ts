@@ -30,16 +30,15 @@ export class SeededPrng implements Prng {
   /** @param seed any safe integer; the same seed always yields the same sequence. */
   constructor(seed: number) {
     if (!Number.isSafeInteger(seed)) throw new RangeError(`seed must be a safe integer, got ${seed}`);
-    // Fold the high bits in so seeds above 2^32 still differ.
-    let state = (seed >>> 0) ^ Math.floor(seed / 0x1_0000_0000);
+    let state = seed >>> 0;
     const next = (): number => {
       state = (state + 0x9e3779b9) | 0;
-      let z = state;
-      z = Math.imul(z ^ (z >>> 16), 0x85ebca6b);
-      z = Math.imul(z ^ (z >>> 13), 0xc2b2ae35);
-      return (z ^ (z >>> 16)) >>> 0;
+      return mix32(state);
     };
-    this.s0 = next();
+    // The high bits (above 2^32) go into s0 through a bijection that maps 0 to 0: every safe-integer
+    // seed gets its own state, and 32-bit seeds keep plain splitmix32 seeding.
+    const high = Math.floor(Math.abs(seed) / 0x1_0000_0000) + (seed < 0 ? 0x20_0000 : 0);
+    this.s0 = (next() ^ mix32(high)) >>> 0;
     this.s1 = next();
     this.s2 = next();
     this.s3 = next();
@@ -56,6 +55,14 @@ export class SeededPrng implements Prng {
     this.s3 = rotl(this.s3, 11);
     return result;
   }
+}
+
+/** murmur3's 32-bit finalizer: a bijection on 32-bit integers with mix32(0) = 0. */
+function mix32(value: number): number {
+  let z = value | 0;
+  z = Math.imul(z ^ (z >>> 16), 0x85ebca6b);
+  z = Math.imul(z ^ (z >>> 13), 0xc2b2ae35);
+  return (z ^ (z >>> 16)) >>> 0;
 }
 
 function rotl(x: number, k: number): number {
