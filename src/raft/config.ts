@@ -121,6 +121,8 @@ function stripUndefined<T extends object>(value: T): T {
   return Object.fromEntries(Object.entries(value).filter(([, v]) => v !== undefined)) as T;
 }
 
+const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
+
 function validateNodeId(field: string, value: unknown): void {
   if (typeof value !== 'string' || value.length === 0) {
     throw new ConfigError(field, `node ids must be non-empty strings, got ${typeof value === 'string' ? 'an empty string' : typeof value}`);
@@ -128,6 +130,8 @@ function validateNodeId(field: string, value: unknown): void {
   if (value.length > MAX_NODE_ID_LENGTH) {
     throw new ConfigError(field, `node id longer than ${MAX_NODE_ID_LENGTH} characters`);
   }
+  // Ids travel as UTF-8; a lone surrogate would arrive as a different id.
+  if (LONE_SURROGATE.test(value)) throw new ConfigError(field, `node id '${value}' is not well-formed Unicode`);
 }
 
 function positiveInteger(field: string, value: unknown, max: number): void {
