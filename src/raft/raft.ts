@@ -266,9 +266,13 @@ export class Raft {
     return { kind: 'Forwarded', leader: this.leaderId };
   }
 
-  /** Processes one message from a peer. Messages not addressed to this node are ignored. */
+  /**
+   * Processes one message from a peer. Messages not addressed to this node, or from a node that is
+   * not a member, are ignored: a stray sender must not be able to raise the term or claim leadership.
+   */
   step(message: Message): void {
     if (message.to !== this.id || message.from === this.id) return;
+    if (!this.config.voters.includes(message.from)) return;
     if (message.type === 'ProposeRequest') {
       this.handleProposeRequest(message);
       return;

@@ -32,3 +32,23 @@ describe('thesis §9.6 pre-vote', () => {
     expect(cluster.node('n1').status().term).toBe(1);
   });
 });
+
+describe('messages from outside the configuration', () => {
+  it('are ignored: a non-member cannot raise the term or claim leadership', () => {
+    const cluster = new TestCluster(['n1', 'n2', 'n3']);
+    cluster.campaign('n1');
+    cluster.deliverAll();
+    const n2 = cluster.node('n2');
+    n2.step({
+      type: 'AppendRequest',
+      from: nodeId('intruder'),
+      to: nodeId('n2'),
+      term: term(99),
+      prevLogIndex: 0 as never,
+      prevLogTerm: term(0),
+      entries: [],
+      leaderCommit: 0 as never,
+    });
+    expect(n2.status()).toMatchObject({ term: 1, leader: 'n1' });
+  });
+});
