@@ -5,6 +5,7 @@
  * @module
  */
 import { parseArgs } from 'node:util';
+import { runSimCli, SIM_USAGE } from '../../sim/cli.js';
 import { runDemo } from './demo.js';
 
 const USAGE = `usage: raftlease <command> [options]
@@ -12,12 +13,25 @@ const USAGE = `usage: raftlease <command> [options]
 commands:
   demo      run a three-node cluster in this process and narrate an election, proposals and a failover
             --tick-ms N   milliseconds per Raft tick (default 50)
+  sim       the deterministic simulator (run, sweep, replay); see 'raftlease sim --help'
 
 options:
   -h, --help     show this help
 `;
 
 async function main(argv: readonly string[]): Promise<number> {
+  if (argv[0] === 'sim') {
+    if (argv[1] === '--help' || argv[1] === '-h') {
+      process.stdout.write(SIM_USAGE);
+      return 0;
+    }
+    return runSimCli(argv.slice(1), {
+      out: (text) => process.stdout.write(text),
+      err: (text) => process.stderr.write(text),
+      isTerminal: process.stdout.isTTY,
+      wallMs: () => performance.now(),
+    });
+  }
   const { values, positionals } = parseArgs({
     args: [...argv],
     allowPositionals: true,

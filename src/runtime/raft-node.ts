@@ -290,6 +290,16 @@ export class RaftNode<Result = unknown> {
     this.logger.info('raft node stopped');
   }
 
+  /**
+   * The core itself, read-only, for checkers that verify Raft's properties from outside (the
+   * simulator). Never step or advance it.
+   *
+   * @internal
+   */
+  inspectCore(): RawNode {
+    return this.rawNode;
+  }
+
   /** The error that stopped the node, if it failed. */
   failure(): Error | null {
     return this.fatalError;

@@ -1,0 +1,217 @@
+/**
+ * Raft's safety properties, checked from outside the nodes after every simulation step.
+ *
+ * The checker sees what an omniscient observer sees — every node's core, every durable write, every
+ * applied command — and keeps its own history, so it can detect a property broken by any node at any
+ * time, including across crashes and restarts.
+ *
+ * @module
+ */
+import type { Entry, HardState, LogIndex, RawNode, Term } from '../src/raft/index.js';
+
+/** Which property broke. */
+export type PropertyName =
+  | 'ElectionSafety'
+  | 'LeaderAppendOnly'
+  | 'LogMatching'
+  | 'LeaderCompleteness'
+  | 'StateMachineSafety'
+  | 'CommittedEntriesNeverChange'
+  | 'DurableStateMonotonic'
+  | 'OneVotePerTerm'
+  | 'Liveness'
+  | 'Linearizability'
+  | 'NodeFailure';
+
+/** A broken property: what, where, when. */
+export interface Violation {
+  readonly property: PropertyName;
+  readonly message: string;
+  /** Nodes involved. */
+  readonly nodes: readonly string[];
+  /** Simulation step (event number) and true time at which it was detected. */
+  readonly step: number;
+  readonly timeNs: number;
+}
+
+/** Raised inside the simulator to stop a run at the first violation. */
+export class ViolationError extends Error {
+  constructor(readonly violation: Violation) {
+    super(`${violation.property} violated at step ${violation.step} (t=${violation.timeNs} ns) on ${violation.nodes.join(', ')}: ${violation.message}`);
+    this.name = 'ViolationError';
+  }
+}
+
+interface CommitRecord {
+  readonly term: Term;
+  /** The lowest term in which any node was seen with this index committed. */
+  commitTerm: number;
+  readonly data: Uint8Array;
+}
+
+interface LeaderRecord {
+  readonly node: string;
+  lastIndex: number;
+  lastTerm: number;
+}
+
+/**
+ * Checks Raft's safety properties (paper Figure 3 and §5.4) plus the durability rules, incrementally:
+ * each observation costs time proportional to what changed, not to the log length.
+ */
+export class SafetyChecker {
+  private step = 0;
+  private timeNs = 0;
+  /** term → leader seen in that term. */
+  private readonly leaders = new Map<number, LeaderRecord>();
+  /** (index, term) → the entry first seen there and the term of its predecessor. */
+  private readonly entriesByIndexTerm = new Map<string, { readonly data: Uint8Array; readonly previousTerm: number }>();
+  /** index → what was committed there. */
+  private readonly committed = new Map<number, CommitRecord>();
+  /** node → highest commit index already recorded. */
+  private readonly commitSeen = new Map<string, number>();
+  /** index → the command applied there (by any node). */
+  private readonly applied = new Map<number, Uint8Array>();
+  /** node incarnation key → the last index it applied. */
+  private readonly lastApplied = new Map<string, number>();
+  /** node → the last durable hard state. */
+  private readonly durable = new Map<string, HardState>();
+  /** node → term → vote cast (durably). */
+  private readonly votes = new Map<string, Map<number, string>>();
+
+  /** Sets the position reported with any violation. */
+  at(step: number, timeNs: number): void {
+    this.step = step;
+    this.timeNs = timeNs;
+  }
+
+  /** A batch became durable on `node`'s disk. `storedEntries` is the whole durable log after it. */
+  onDurableWrite(node: string, hardState: HardState | null, entries: readonly Entry[], storedEntries: readonly Entry[]): void {
+    if (hardState !== null) {
+      const previous = this.durable.get(node);
+      if (previous !== undefined) {
+        if (hardState.term < previous.term) this.fail('DurableStateMonotonic', [node], `durable term went back from ${previous.term} to ${hardState.term}`);
+        if (hardState.commit < previous.commit) this.fail('DurableStateMonotonic', [node], `durable commit index went back from ${previous.commit} to ${hardState.commit}`);
+        if (hardState.term === previous.term && previous.vote !== null && hardState.vote !== previous.vote) {
+          this.fail('OneVotePerTerm', [node], `voted for ${previous.vote} and then ${String(hardState.vote)} in term ${hardState.term}`);
+        }
+      }
+      if (hardState.vote !== null) {
+        const byTerm = this.votes.get(node) ?? new Map<number, string>();
+        const earlier = byTerm.get(hardState.term);
+        if (earlier !== undefined && earlier !== hardState.vote) {
+          this.fail('OneVotePerTerm', [node], `voted for ${earlier} and then ${hardState.vote} in term ${hardState.term}`);
+        }
+        byTerm.set(hardState.term, hardState.vote);
+        this.votes.set(node, byTerm);
+      }
+      this.durable.set(node, hardState);
+    }
+    for (const entry of entries) {
+      const previousTerm = entry.index === 1 ? 0 : (storedEntries[entry.index - 2]?.term ?? -1);
+      this.checkEntry(node, entry, previousTerm);
+    }
+  }
+
+  /**
+   * Log matching (§5.3): two logs holding an entry with the same index and term hold the same command
+   * there and agree on everything before it. Checking that each (index, term) always carries the same
+   * command and the same predecessor term proves the whole prefix equal, by induction.
+   */
+  private checkEntry(node: string, entry: Entry, previousTerm: number): void {
+    const key = `${entry.index}:${entry.term}`;
+    const known = this.entriesByIndexTerm.get(key);
+    if (known === undefined) {
+      this.entriesByIndexTerm.set(key, { data: entry.data, previousTerm });
+      return;
+    }
+    if (!sameBytes(known.data, entry.data)) this.fail('LogMatching', [node], `entry ${key} holds a different command than on another node`);
+    if (known.previousTerm !== previousTerm) {
+      this.fail('LogMatching', [node], `entry ${key} follows term ${previousTerm} here but term ${known.previousTerm} elsewhere`);
+    }
+  }
+
+  /** A node's state machine applied `command` at `index` (incarnations restart at index 1). */
+  onApply(node: string, incarnation: number, index: LogIndex, command: Uint8Array): void {
+    const key = `${node}#${incarnation}`;
+    const last = this.lastApplied.get(key) ?? 0;
+    if (index <= last) this.fail('StateMachineSafety', [node], `applied index ${index} after ${last}: applied twice or out of order`);
+    this.lastApplied.set(key, index);
+    const earlier = this.applied.get(index);
+    if (earlier === undefined) this.applied.set(index, command);
+    else if (!sameBytes(earlier, command)) this.fail('StateMachineSafety', [node], `applied a different command at index ${index} than another node`);
+  }
+
+  /** Observes a running node's core after a step. */
+  observe(node: string, core: RawNode): void {
+    const raft = core.raft;
+    const log = raft.log;
+    const currentTerm = raft.term();
+    // Committed entries never change, and remember in which term each was first known committed.
+    const committedIndex = log.committed();
+    const seen = this.commitSeen.get(node) ?? 0;
+    if (committedIndex > seen) {
+      for (let index = seen + 1; index <= committedIndex; index++) {
+        const entry = log.entryAt(index as LogIndex);
+        if (entry === undefined) continue;
+        const record = this.committed.get(index);
+        if (record === undefined) {
+          this.committed.set(index, { term: entry.term, commitTerm: currentTerm, data: entry.data });
+        } else {
+          if (record.term !== entry.term || !sameBytes(record.data, entry.data)) {
+            this.fail('CommittedEntriesNeverChange', [node], `index ${index} committed with term ${record.term} elsewhere, term ${entry.term} here`);
+          }
+          record.commitTerm = Math.min(record.commitTerm, currentTerm);
+        }
+      }
+      this.commitSeen.set(node, committedIndex);
+    } else if (committedIndex < seen) {
+      // A restarted node recovers its commit index from disk; it may be lower than what it knew.
+      this.commitSeen.set(node, committedIndex);
+    }
+
+    if (raft.role() !== 'Leader') return;
+    const lastIndex = log.lastIndex();
+    const lastTerm = log.lastTerm();
+    const record = this.leaders.get(currentTerm);
+    if (record === undefined) {
+      this.leaders.set(currentTerm, { node, lastIndex, lastTerm });
+      this.checkLeaderCompleteness(node, core, currentTerm);
+      return;
+    }
+    if (record.node !== node) this.fail('ElectionSafety', [record.node, node], `two leaders in term ${currentTerm}`);
+    // A leader never overwrites or deletes entries in its log (Figure 3, Leader Append-Only).
+    if (lastIndex < record.lastIndex || log.termAt(record.lastIndex as LogIndex) !== record.lastTerm) {
+      this.fail('LeaderAppendOnly', [node], `leader of term ${currentTerm} lost entry ${record.lastIndex}@${record.lastTerm}`);
+    }
+    record.lastIndex = lastIndex;
+    record.lastTerm = lastTerm;
+  }
+
+  /** Leader completeness (§5.4): a leader holds every entry committed in an earlier term. */
+  private checkLeaderCompleteness(node: string, core: RawNode, leaderTerm: number): void {
+    const log = core.raft.log;
+    for (const [index, record] of this.committed) {
+      if (record.commitTerm >= leaderTerm) continue;
+      if (log.termAt(index as LogIndex) !== record.term) {
+        this.fail('LeaderCompleteness', [node], `leader of term ${leaderTerm} lacks entry ${index}@${record.term}, committed in term ${record.commitTerm}`);
+      }
+    }
+  }
+
+  /** Number of committed indexes seen. */
+  committedCount(): number {
+    return this.committed.size;
+  }
+
+  /** Raises a violation at the current step. */
+  fail(property: PropertyName, nodes: readonly string[], message: string): never {
+    throw new ViolationError({ property, message, nodes, step: this.step, timeNs: this.timeNs });
+  }
+}
+
+function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
+  if (a.byteLength !== b.byteLength) return false;
+  for (let position = 0; position < a.byteLength; position++) if (a[position] !== b[position]) return false;
+  return true;
+}

@@ -1,0 +1,262 @@
+/**
+ * `raftlease sim run | sweep | replay`: the simulator on the command line.
+ *
+ * @module
+ */
+import { writeFileSync } from 'node:fs';
+import { parseArgs } from 'node:util';
+import { toJsonLines } from './linearizability.js';
+import { simulate, type SimulationOptions, type SimulationResult } from './simulation.js';
+
+/** Where the CLI writes; injected so tests can capture it. */
+export interface CliOutput {
+  readonly out: (text: string) => void;
+  readonly err: (text: string) => void;
+  /** Whether stdout is a terminal (progress bar) or not (plain lines). */
+  readonly isTerminal: boolean;
+  /** Wall-clock milliseconds, for sweep statistics only (never inside a simulation). */
+  readonly wallMs: () => number;
+}
+
+/** Exit codes: 0 every check passed, 1 a violation, 2 bad arguments. */
+export type ExitCode = 0 | 1 | 2;
+
+/** Bad command-line usage; the message says what is wrong. */
+export class UsageError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'UsageError';
+  }
+}
+
+export const SIM_USAGE = `usage:
+  raftlease sim run --seed N [--nodes 3|5|7] [--workload kv|none] [--duration MS] [--steps N]
+                    [--json] [--history FILE] [--trace FILE]
+  raftlease sim sweep --seeds A..B [--nodes 3|5|7] [--workload kv|none] [--duration MS] [--json]
+  raftlease sim replay --seed N --trace FILE [--nodes 3|5|7] [--workload kv|none] [--duration MS]
+
+  --duration MS   simulated milliseconds of the fault phase (default 10000); a liveness phase of up
+                  to 10000 ms follows
+  --steps N       bound on simulation events (default 20000000)
+`;
+
+/** Runs `raftlease sim ...` with `args` (after `sim`). */
+export async function runSimCli(args: readonly string[], output: CliOutput): Promise<ExitCode> {
+  try {
+    const [command, ...rest] = args;
+    switch (command) {
+      case 'run':
+        return await runCommand(rest, output);
+      case 'sweep':
+        return await sweepCommand(rest, output);
+      case 'replay':
+        return await replayTrace(rest, output);
+      case undefined:
+        throw new UsageError('missing subcommand: run, sweep or replay');
+      default:
+        throw new UsageError(`unknown subcommand '${command}': expected run, sweep or replay`);
+    }
+  } catch (error) {
+    if (error instanceof UsageError || (error instanceof TypeError && 'code' in error && String(error.code).startsWith('ERR_PARSE_ARGS'))) {
+      output.err(`raftlease sim: ${error.message}\n\n${SIM_USAGE}`);
+      return 2;
+    }
+    throw error;
+  }
+}
+
+const OPTIONS = {
+  seed: { type: 'string' },
+  seeds: { type: 'string' },
+  nodes: { type: 'string' },
+  workload: { type: 'string' },
+  duration: { type: 'string' },
+  steps: { type: 'string' },
+  json: { type: 'boolean' },
+  history: { type: 'string' },
+  trace: { type: 'string' },
+} as const;
+
+type ParsedValues = ReturnType<typeof parseArgs<{ options: typeof OPTIONS }>>['values'];
+
+/** Parses the flags; `allowed` lists the flags this subcommand takes besides the common ones. */
+function parse(args: readonly string[], subcommand: string, allowed: readonly (keyof typeof OPTIONS)[]): ParsedValues {
+  const { values } = parseArgs({ args: [...args], options: OPTIONS, allowPositionals: false, strict: true });
+  const common: readonly string[] = ['nodes', 'workload', 'duration', 'steps', 'json'];
+  for (const flag of Object.keys(values)) {
+    if (!common.includes(flag) && !(allowed as readonly string[]).includes(flag)) throw new UsageError(`'sim ${subcommand}' does not take --${flag}`);
+  }
+  return values;
+}
+
+function integerOption(name: string, value: string | boolean | undefined, min: number, max: number): number | undefined {
+  if (value === undefined) return undefined;
+  if (typeof value !== 'string' || !/^-?\d+$/.test(value)) throw new UsageError(`--${name} must be an integer, got '${String(value)}'`);
+  const parsed = Number(value);
+  if (!Number.isSafeInteger(parsed) || parsed < min || parsed > max) throw new UsageError(`--${name} must be between ${min} and ${max}, got ${value}`);
+  return parsed;
+}
+
+function commonOptions(values: ParsedValues): Omit<SimulationOptions, 'seed'> {
+  const nodeCount = integerOption('nodes', values.nodes, 1, 9);
+  if (nodeCount !== undefined && ![3, 5, 7].includes(nodeCount)) throw new UsageError(`--nodes must be 3, 5 or 7, got ${nodeCount}`);
+  const workload = values.workload;
+  if (workload !== undefined && workload !== 'kv' && workload !== 'none') throw new UsageError(`--workload must be kv or none, got '${workload}'`);
+  const faultPhaseMs = integerOption('duration', values.duration, 100, 86_400_000);
+  const maxSteps = integerOption('steps', values.steps, 1, 1_000_000_000);
+  return {
+    ...(nodeCount === undefined ? {} : { nodeCount }),
+    ...(workload === undefined ? {} : { workload }),
+    ...(faultPhaseMs === undefined ? {} : { faultPhaseMs }),
+    ...(maxSteps === undefined ? {} : { maxSteps }),
+  };
+}
+
+/** The command that replays `result` exactly. */
+export function replayCommandLine(seed: number, options: Omit<SimulationOptions, 'seed'>): string {
+  const flags = [`--seed ${seed}`];
+  if (options.nodeCount !== undefined) flags.push(`--nodes ${options.nodeCount}`);
+  if (options.workload !== undefined) flags.push(`--workload ${options.workload}`);
+  if (options.faultPhaseMs !== undefined) flags.push(`--duration ${options.faultPhaseMs}`);
+  if (options.maxSteps !== undefined) flags.push(`--steps ${options.maxSteps}`);
+  return `npx raftlease sim run ${flags.join(' ')}`;
+}
+
+function describeResult(result: SimulationResult, options: Omit<SimulationOptions, 'seed'>): string {
+  const head = `seed ${result.seed}: ${result.ok ? 'ok' : 'VIOLATION'} — ${result.nodeCount} nodes, ${result.steps} events, ${result.simulatedMs.toFixed(0)} simulated ms, faults: ${result.enabledFaults.join(', ') || 'none'}`;
+  const details = [
+    `  committed entries ${result.committedEntries}, history ${result.history.length} events, linearizability ${result.linearizability}, liveness ${result.livenessMs === null ? 'not reached' : `${result.livenessMs.toFixed(0)} ms after healing`}`,
+  ];
+  if (result.violation !== null) {
+    const violation = result.violation;
+    details.push(`  ${violation.property} at step ${violation.step} (t=${(violation.timeNs / 1e6).toFixed(3)} ms)${violation.nodes.length > 0 ? ` on ${violation.nodes.join(', ')}` : ''}: ${violation.message}`);
+    details.push(`  replay: ${replayCommandLine(result.seed, options)}`);
+  }
+  return [head, ...details].join('\n');
+}
+
+function summaryJson(result: SimulationResult, options: Omit<SimulationOptions, 'seed'>): object {
+  return {
+    seed: result.seed,
+    ok: result.ok,
+    violation: result.violation,
+    nodes: result.nodeCount,
+    steps: result.steps,
+    simulatedMs: result.simulatedMs,
+    livenessMs: result.livenessMs,
+    committedEntries: result.committedEntries,
+    historyEvents: result.history.length,
+    linearizability: result.linearizability,
+    faults: result.faults,
+    enabledFaults: result.enabledFaults,
+    stats: result.stats,
+    replay: result.ok ? null : replayCommandLine(result.seed, options),
+  };
+}
+
+async function runCommand(args: readonly string[], output: CliOutput): Promise<ExitCode> {
+  const values = parse(args, 'run', ['seed', 'history', 'trace']);
+  const seed = integerOption('seed', values.seed, Number.MIN_SAFE_INTEGER, Number.MAX_SAFE_INTEGER);
+  if (seed === undefined) throw new UsageError('--seed is required');
+  const options = commonOptions(values);
+  const result = await simulate({ seed, ...options, trace: values.trace !== undefined });
+  if (values.history !== undefined) writeFileSync(values.history, toJsonLines(result.history));
+  if (values.trace !== undefined) writeFileSync(values.trace, `${(result.trace ?? []).join('\n')}\n`);
+  if (values.json === true) output.out(`${JSON.stringify(summaryJson(result, options))}\n`);
+  else output.out(`${describeResult(result, options)}\n`);
+  return result.ok ? 0 : 1;
+}
+
+async function replayTrace(args: readonly string[], output: CliOutput): Promise<ExitCode> {
+  const values = parse(args, 'replay', ['seed', 'trace']);
+  const seed = integerOption('seed', values.seed, Number.MIN_SAFE_INTEGER, Number.MAX_SAFE_INTEGER);
+  if (seed === undefined) throw new UsageError('--seed is required');
+  if (typeof values.trace !== 'string') throw new UsageError('--trace FILE is required');
+  const options = commonOptions(values);
+  const result = await simulate({ seed, ...options, trace: true });
+  const lines = (result.trace ?? []).map((line) => {
+    const space = line.indexOf(' ');
+    return JSON.stringify({ timeNs: Number(line.slice(0, space)), event: line.slice(space + 1) });
+  });
+  writeFileSync(values.trace, `${lines.join('\n')}\n`);
+  output.out(`${describeResult(result, options)}\n  trace: ${lines.length} events written to ${values.trace} (sha256 ${result.traceHash ?? ''})\n`);
+  return result.ok ? 0 : 1;
+}
+
+/** Parses `A..B` into an inclusive range. */
+export function parseSeedRange(text: string): { first: number; last: number } {
+  const match = /^(-?\d+)\.\.(-?\d+)$/.exec(text);
+  if (match === null) throw new UsageError(`--seeds must look like A..B, got '${text}'`);
+  const first = Number(match[1]);
+  const last = Number(match[2]);
+  if (!Number.isSafeInteger(first) || !Number.isSafeInteger(last) || last < first) throw new UsageError(`--seeds range ${text} is empty or out of range`);
+  if (last - first >= 10_000_000) throw new UsageError(`--seeds range ${text} has more than 10,000,000 seeds; split it`);
+  return { first, last };
+}
+
+async function sweepCommand(args: readonly string[], output: CliOutput): Promise<ExitCode> {
+  const values = parse(args, 'sweep', ['seeds']);
+  if (typeof values.seeds !== 'string') throw new UsageError('--seeds A..B is required');
+  const { first, last } = parseSeedRange(values.seeds);
+  const options = commonOptions(values);
+  const summary = await sweep(first, last, options, output, values.json !== true);
+  if (values.json === true) output.out(`${JSON.stringify(summary)}\n`);
+  return summary.failed.length === 0 ? 0 : 1;
+}
+
+/** The outcome of a sweep. */
+export interface SweepSummary {
+  readonly seedsRun: number;
+  readonly passed: number;
+  readonly failed: readonly { readonly seed: number; readonly property: string; readonly message: string; readonly replay: string }[];
+  readonly simulatedMs: number;
+  readonly wallMs: number;
+  readonly events: number;
+  readonly eventsPerSecond: number;
+  readonly simulatedPerWall: number;
+}
+
+/** Runs every seed in [first, last], reporting progress; returns the summary. */
+export async function sweep(first: number, last: number, options: Omit<SimulationOptions, 'seed'>, output: CliOutput, narrate: boolean): Promise<SweepSummary> {
+  const startedMs = output.wallMs();
+  const total = last - first + 1;
+  const failed: { seed: number; property: string; message: string; replay: string }[] = [];
+  let simulatedMs = 0;
+  let events = 0;
+  for (let seed = first; seed <= last; seed++) {
+    const result = await simulate({ seed, ...options });
+    simulatedMs += result.simulatedMs;
+    events += result.steps;
+    if (!result.ok && result.violation !== null) {
+      failed.push({ seed, property: result.violation.property, message: result.violation.message, replay: replayCommandLine(seed, options) });
+      if (narrate) output.out(`${output.isTerminal ? '\r\x1b[K' : ''}${describeResult(result, options)}\n`);
+    }
+    const done = seed - first + 1;
+    if (narrate && output.isTerminal) {
+      const width = 30;
+      const filled = Math.round((done / total) * width);
+      output.out(`\r[${'#'.repeat(filled)}${'.'.repeat(width - filled)}] ${done}/${total} seeds, ${failed.length} failed`);
+    } else if (narrate && (done % 50 === 0 || done === total)) {
+      output.out(`${done}/${total} seeds, ${failed.length} failed\n`);
+    }
+  }
+  const wallMs = Math.max(1, output.wallMs() - startedMs);
+  const summary: SweepSummary = {
+    seedsRun: total,
+    passed: total - failed.length,
+    failed,
+    simulatedMs,
+    wallMs,
+    events,
+    eventsPerSecond: Math.round((events / wallMs) * 1000),
+    simulatedPerWall: Math.round(simulatedMs / wallMs),
+  };
+  if (narrate) {
+    if (output.isTerminal) output.out('\n');
+    output.out(
+      `seeds ${summary.seedsRun}, passed ${summary.passed}, failed ${failed.length}${failed.length > 0 ? ` (${failed.map((f) => f.seed).join(', ')})` : ''}; ` +
+        `simulated ${(simulatedMs / 1000).toFixed(1)} s in ${(wallMs / 1000).toFixed(1)} s wall (${summary.simulatedPerWall}x), ${summary.eventsPerSecond} events/s\n`,
+    );
+  }
+  return summary;
+}

@@ -1,0 +1,69 @@
+import { describe, expect, it } from 'vitest';
+import { NO_FAULTS, simulate, swarmFaults } from '../../sim/index.js';
+import { SeededPrng } from '../../src/raft/index.js';
+
+describe('simulate', () => {
+  it('gives a byte-identical trace for the same seed, and a different one for another seed', async () => {
+    const first = await simulate({ seed: 7, faultPhaseMs: 3_000, trace: true });
+    const again = await simulate({ seed: 7, faultPhaseMs: 3_000, trace: true });
+    const other = await simulate({ seed: 8, faultPhaseMs: 3_000, trace: true });
+    expect(first.traceHash).not.toBeNull();
+    expect(again.traceHash).toBe(first.traceHash);
+    expect(again.trace).toEqual(first.trace);
+    expect(other.traceHash).not.toBe(first.traceHash);
+    expect(first.trace?.length).toBeGreaterThan(100);
+  });
+
+  it('runs a fault-free cluster to completion with a linearizable history', async () => {
+    const result = await simulate({ seed: 1, faults: NO_FAULTS, faultPhaseMs: 2_000 });
+    expect(result.violation).toBeNull();
+    expect(result.linearizability).toBe('ok');
+    expect(result.committedEntries).toBeGreaterThan(50);
+    expect(result.history.filter((event) => event.type === 'ok').length).toBeGreaterThan(50);
+    expect(result.livenessMs).not.toBeNull();
+  });
+
+  it('swarm testing: seeds switch fault kinds on and off independently', () => {
+    const kinds = new Map<string, number>();
+    for (let seed = 0; seed < 200; seed++) {
+      const config = swarmFaults(new SeededPrng(seed), { maxDriftPpm: 200 });
+      expect(config.driftMaxPpm).toBeLessThanOrEqual(200);
+      for (const [name, on] of Object.entries({ drop: config.dropPerMille > 0, crash: config.crashEveryMs > 0, partition: config.partitionEveryMs > 0, pause: config.pauseEveryMs > 0 })) {
+        if (on) kinds.set(name, (kinds.get(name) ?? 0) + 1);
+      }
+    }
+    // Each kind is on for roughly half the seeds, not all or none.
+    for (const name of ['drop', 'crash', 'partition', 'pause']) {
+      expect(kinds.get(name)).toBeGreaterThan(60);
+      expect(kinds.get(name)).toBeLessThan(140);
+    }
+  });
+
+  it('records crashes, pauses, partitions and clock jumps when the seed enables them', async () => {
+    const result = await simulate({
+      seed: 3,
+      faultPhaseMs: 20_000,
+      trace: true,
+      faults: { ...NO_FAULTS, crashEveryMs: 2_000, downMaxMs: 500, pauseEveryMs: 2_000, pauseMaxMs: 300, partitionEveryMs: 2_000, partitionMaxMs: 500, clockJumpEveryMs: 2_000, clockJumpMaxMs: 200, tornWritePerMille: 1000, dropPerMille: 50, duplicatePerMille: 50, diskLatencyMinMs: 5, diskLatencyMaxMs: 20 },
+    });
+    expect(result.violation).toBeNull();
+    expect(result.stats.crashes).toBeGreaterThan(3);
+    expect(result.stats.pauses).toBeGreaterThan(3);
+    expect(result.stats.partitions).toBeGreaterThan(3);
+    expect(result.stats.clockJumps).toBeGreaterThan(3);
+    expect(result.stats.messagesDropped).toBeGreaterThan(0);
+    expect(result.stats.messagesDuplicated).toBeGreaterThan(0);
+    expect(result.trace?.some((line) => / crash n\d torn=(prefix|complete)/.test(line))).toBe(true);
+  });
+});
+
+describe('CI sweep', () => {
+  it('300 seeds of 5-node clusters with swarm faults keep every safety property and recover', async () => {
+    const failures: string[] = [];
+    for (let seed = 1; seed <= 300; seed++) {
+      const result = await simulate({ seed, nodeCount: 5, faultPhaseMs: 5_000 });
+      if (!result.ok) failures.push(`seed ${seed}: ${result.violation?.property ?? ''} ${result.violation?.message ?? ''} (npx raftlease sim run --seed ${seed} --duration 5000)`);
+    }
+    expect(failures).toEqual([]);
+  }, 600_000);
+});
