@@ -7,7 +7,7 @@
  *
  * @module
  */
-import type { Entry, HardState, LogIndex, RawNode, Term } from '../src/raft/index.js';
+import type { Entry, HardState, LogIndex, Message, RawNode, Term } from '../src/raft/index.js';
 
 /** Which property broke. */
 export type PropertyName =
@@ -15,9 +15,11 @@ export type PropertyName =
   | 'LeaderAppendOnly'
   | 'LogMatching'
   | 'LeaderCompleteness'
+  | 'LeaderCommitsOwnTerm'
   | 'StateMachineSafety'
   | 'CommittedEntriesNeverChange'
   | 'DurableStateMonotonic'
+  | 'DurableBeforeSend'
   | 'OneVotePerTerm'
   | 'Liveness'
   | 'Linearizability'
@@ -53,6 +55,8 @@ interface LeaderRecord {
   readonly node: string;
   lastIndex: number;
   lastTerm: number;
+  /** The leader's commit index when last observed. */
+  commitIndex: number;
 }
 
 /**
@@ -110,6 +114,25 @@ export class SafetyChecker {
     for (const entry of entries) {
       const previousTerm = entry.index === 1 ? 0 : (storedEntries[entry.index - 2]?.term ?? -1);
       this.checkEntry(node, entry, previousTerm);
+    }
+  }
+
+  /**
+   * Figure 2: persistent state is updated on stable storage before responding to RPCs. Checked on
+   * every message as it leaves: the term it carries is durable (pre-votes excepted: they carry a term
+   * the sender does not hold), a granted vote is durable, and an acknowledged entry is on disk.
+   */
+  onSend(node: string, message: Message, durable: HardState, durableEntries: number): void {
+    if (message.type === 'ProposeRequest' || message.type === 'ProposeResponse') return;
+    if ((message.type === 'VoteRequest' || message.type === 'VoteResponse') && message.preVote) return;
+    if (message.term > durable.term) {
+      this.fail('DurableBeforeSend', [node], `sent ${message.type} with term ${message.term} while its durable term is ${durable.term}`);
+    }
+    if (message.type === 'VoteResponse' && message.granted && (durable.term !== message.term || durable.vote !== message.to)) {
+      this.fail('DurableBeforeSend', [node], `granted its vote to ${message.to} in term ${message.term} before the vote was durable (durable: term ${durable.term}, vote ${String(durable.vote)})`);
+    }
+    if (message.type === 'AppendResponse' && message.success && message.index > durableEntries) {
+      this.fail('DurableBeforeSend', [node], `acknowledged index ${message.index} with only ${durableEntries} entries on disk`);
     }
   }
 
@@ -175,7 +198,7 @@ export class SafetyChecker {
     const lastTerm = log.lastTerm();
     const record = this.leaders.get(currentTerm);
     if (record === undefined) {
-      this.leaders.set(currentTerm, { node, lastIndex, lastTerm });
+      this.leaders.set(currentTerm, { node, lastIndex, lastTerm, commitIndex: committedIndex });
       this.checkLeaderCompleteness(node, core, currentTerm);
       return;
     }
@@ -186,6 +209,12 @@ export class SafetyChecker {
     }
     record.lastIndex = lastIndex;
     record.lastTerm = lastTerm;
+    // §5.4.2: a leader commits by counting replicas only an entry of its own term; earlier entries
+    // commit indirectly with it. Whatever the leader's commit index moved to must be of this term.
+    if (committedIndex > record.commitIndex && log.termAt(committedIndex) !== currentTerm) {
+      this.fail('LeaderCommitsOwnTerm', [node], `leader of term ${currentTerm} advanced its commit index to ${committedIndex}, an entry of term ${String(log.termAt(committedIndex))}`);
+    }
+    record.commitIndex = committedIndex;
   }
 
   /** Leader completeness (§5.4): a leader holds every entry committed in an earlier term. */

@@ -48,6 +48,11 @@ export interface FaultConfig {
   readonly diskLatencyMaxMs: number;
   /** When a crash interrupts a write: chance (per mille) that a prefix of it survives (torn write). */
   readonly tornWritePerMille: number;
+  /**
+   * Chance (per mille) that a crash, pause or partition picks the current leader rather than a random
+   * node: leader failures are where Raft's subtle cases live (Figure 8).
+   */
+  readonly leaderTargetPerMille: number;
 }
 
 /** No faults at all: a fast, reliable network and disk, perfect clocks. */
@@ -72,6 +77,7 @@ export const NO_FAULTS: FaultConfig = Object.freeze({
   diskLatencyMinMs: 0,
   diskLatencyMaxMs: 1,
   tornWritePerMille: 0,
+  leaderTargetPerMille: 0,
 });
 
 /** Bounds of the swarm: what any seed may draw. */
@@ -109,6 +115,7 @@ export function swarmFaults(prng: Prng, bounds: SwarmBounds): FaultConfig {
     diskLatencyMinMs: 0,
     diskLatencyMaxMs: between(1, 20),
     tornWritePerMille: on() ? between(1, 1000) : 0,
+    leaderTargetPerMille: on() ? between(1, 1000) : 0,
   };
 }
 

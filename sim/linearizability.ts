@@ -14,6 +14,13 @@
  * registers, so each key is checked on its own (linearizability is local). Every search has a step
  * bound; hitting it yields `'unknown'`, never a guessed verdict.
  *
+ * Two sound reductions keep long histories tractable: `info` writes and cas whose value nothing
+ * could observe afterwards are dropped, and identical `info` operations are used in invoke order
+ * rather than in every subset. What stays hard, for this checker as for every checker of its kind,
+ * is a history with many indeterminate operations whose values are read again (a small value
+ * domain): refuting it may exceed the bound, and the answer is then `'unknown'`. Unique written
+ * values, as the simulator's workload writes them, avoid that.
+ *
  * Real-time order: operation A precedes B only when A's completion time is strictly less than B's
  * invoke time. Two events at the same nanosecond are treated as concurrent, so a verdict never
  * depends on how simultaneous events happened to be written down.
@@ -78,7 +85,7 @@ export interface HistoryEvent {
 
 /** The fields every paired operation has, whatever its function. */
 export interface OperationFields {
-  /** Position of the operation in invoke order across the whole history, from 0. */
+  /** Position of the operation's invoke among all invokes of the event list, from 0. */
   readonly index: number;
   /** The process that ran it. */
   readonly process: number;
@@ -101,7 +108,8 @@ export interface OperationFields {
  * `ok` and `null` otherwise; for a `write` the value written; for a `cas` `[expected, new]`.
  */
 export type Operation =
-  | (OperationFields & { readonly f: 'read' | 'write'; readonly value: Value })
+  | (OperationFields & { readonly f: 'read'; readonly value: Value })
+  | (OperationFields & { readonly f: 'write'; readonly value: Value })
   | (OperationFields & { readonly f: 'cas'; readonly value: readonly [Value, Value] });
 
 /** Proof that a key's operations cannot be linearized, with the evidence a reader needs. */
@@ -126,7 +134,8 @@ export interface LinearizabilityViolation {
   readonly blockingOperation: Operation;
   /**
    * The operations that could have come next after the prefix: not in the prefix, invoked before
-   * the blocking operation completed (the blocking operation included). Each was tried.
+   * the blocking operation completed (the blocking operation included). Each was tried. (`info`
+   * writes and cas whose value nothing could observe are left out: they can never help.)
    */
   readonly candidateOperations: readonly Operation[];
 }
@@ -149,8 +158,9 @@ export type LinearizabilityResult = { readonly ok: true } | LinearizabilityViola
 export interface CheckOptions {
   /**
    * Most search steps per key (one step visits one invoke or completion event); beyond it the
-   * verdict is `'unknown'`. The memoization cache holds at most this many entries per key.
-   * Defaults to {@link DEFAULT_MAX_STEPS}.
+   * verdict is `'unknown'`. The memoization cache holds at most this many entries per key, each
+   * about 100 bytes plus an eighth of a byte per operation concurrent at that point and per `info`
+   * operation of the key. Defaults to {@link DEFAULT_MAX_STEPS}.
    */
   readonly maxSteps?: number;
 }
@@ -433,7 +443,7 @@ const KIND_READ = 0;
 const KIND_WRITE = 1;
 const KIND_CAS = 2;
 
-/** Sentinel list positions: the head before the first event, the tail after the last. */
+/** List position of the sentinel before the first event (the tail sentinel follows the last). */
 const HEAD = 0;
 
 type KeyVerdict =
@@ -453,6 +463,90 @@ function at(array: ArrayLike<number>, index: number): number {
   // No closure for the message: this runs on every step of the search.
   if (value === undefined) throw new InvariantError(`index ${index} outside an array of ${array.length}`);
   return value;
+}
+
+/** 32-bit word `index` of a bitset over `bitCount` bits with every bit set (the last word may be partial). */
+function fullWord(index: number, bitCount: number): number {
+  const bitsInWord = Math.min(32, bitCount - 32 * index);
+  return bitsInWord === 32 ? 0xffff_ffff : 2 ** bitsInWord - 1;
+}
+
+/** Two UTF-16 code units per 32-bit word: an exact, compact rendering of bitset words in a key. */
+function appendWords(text: string, words: Uint32Array, from: number, to: number): string {
+  let result = text;
+  for (let index = from; index <= to; index++) {
+    const word = at(words, index);
+    result += String.fromCharCode(word & 0xffff, word >>> 16);
+  }
+  return result;
+}
+
+/**
+ * The set of linearized operations of one key, and its memoization key.
+ *
+ * Required (`ok`) operations are numbered in invoke order, so the set of linearized ones is a run
+ * of full words (everything invoked long ago) followed by a short window (the operations still
+ * concurrent). The key spells out only the count of full words and the window, which keeps it short
+ * however long the history is; optional (`info`) operations, usually few, get their own bitset.
+ * The key is exact: it is a function of the set, and the set can be read back from it.
+ */
+class LinearizedSet {
+  private readonly requiredWords: Uint32Array;
+  private readonly optionalWords: Uint32Array;
+  /** Invariant: requiredWords[0, fullWords) are full, and requiredWords[fullWords] (if any) is not. */
+  private fullWords = 0;
+  /** Invariant: every required word above this index is zero (-1 when all are). */
+  private highestNonZeroWord = -1;
+
+  constructor(
+    /** Per operation: its number among the required, or among the optional, operations. */
+    private readonly bitOf: Int32Array,
+    private readonly required: Uint8Array,
+    private readonly requiredCount: number,
+    optionalCount: number,
+  ) {
+    this.requiredWords = new Uint32Array(Math.ceil(requiredCount / 32));
+    this.optionalWords = new Uint32Array(Math.ceil(optionalCount / 32));
+  }
+
+  has(op: number): boolean {
+    const bit = at(this.bitOf, op);
+    const words = this.required[op] === 1 ? this.requiredWords : this.optionalWords;
+    return (at(words, bit >>> 5) & (1 << (bit & 31))) !== 0;
+  }
+
+  add(op: number): void {
+    const bit = at(this.bitOf, op);
+    const word = bit >>> 5;
+    if (this.required[op] !== 1) {
+      this.optionalWords[word] = at(this.optionalWords, word) | (1 << (bit & 31));
+      return;
+    }
+    this.requiredWords[word] = at(this.requiredWords, word) | (1 << (bit & 31));
+    if (word > this.highestNonZeroWord) this.highestNonZeroWord = word;
+    const wordCount = this.requiredWords.length;
+    while (this.fullWords < wordCount && at(this.requiredWords, this.fullWords) === fullWord(this.fullWords, this.requiredCount)) this.fullWords++;
+  }
+
+  delete(op: number): void {
+    const bit = at(this.bitOf, op);
+    const word = bit >>> 5;
+    if (this.required[op] !== 1) {
+      this.optionalWords[word] = at(this.optionalWords, word) & ~(1 << (bit & 31));
+      return;
+    }
+    this.requiredWords[word] = at(this.requiredWords, word) & ~(1 << (bit & 31));
+    if (word < this.fullWords) this.fullWords = word;
+    while (this.highestNonZeroWord >= 0 && at(this.requiredWords, this.highestNonZeroWord) === 0) this.highestNonZeroWord--;
+  }
+
+  /** The memoization key of (this set, register state `state`). */
+  key(state: number): string {
+    // Lengths first, so the variable-length parts cannot run into each other.
+    const windowWords = this.highestNonZeroWord - this.fullWords + 1;
+    const text = appendWords(`${state}:${this.fullWords}:${Math.max(0, windowWords)}:`, this.requiredWords, this.fullWords, this.highestNonZeroWord);
+    return appendWords(text, this.optionalWords, 0, this.optionalWords.length - 1);
+  }
 }
 
 /**
@@ -493,6 +587,7 @@ function searchKey(operations: readonly Operation[], maxSteps: number): KeyVerdi
         break;
       case 'write':
         kind[op] = KIND_WRITE;
+        argument[op] = -1; // a blind write expects nothing
         nextValue[op] = intern(operation.value);
         break;
       case 'cas':
@@ -501,6 +596,26 @@ function searchKey(operations: readonly Operation[], maxSteps: number): KeyVerdi
         nextValue[op] = intern(operation.value[1]);
         break;
     }
+  }
+
+  const bitOf = new Int32Array(count);
+  let optionalCount = 0;
+  for (let op = 0; op < count; op++) bitOf[op] = required[op] === 1 ? op - optionalCount : optionalCount++;
+  const linearized = new LinearizedSet(bitOf, required, count - optionalCount, optionalCount);
+
+  // Identical optional operations (same function, same values) are interchangeable once invoked, so
+  // the search only uses them in invoke order: an optional operation may be linearized only after
+  // its previous twin. Any linearization can be rearranged that way, because a twin invoked earlier
+  // is available wherever a later one is. This turns 2^k subsets of k twins into k + 1 counts.
+  const previousTwin = new Int32Array(count).fill(-1);
+  const lastTwinOfClass = new Map<string, number>();
+  const optionalInInvokeOrder: number[] = [];
+  for (let op = 0; op < count; op++) if (required[op] === 0) optionalInInvokeOrder.push(op);
+  optionalInInvokeOrder.sort((a, b) => (operations[a]?.invokeTimeNs ?? 0) - (operations[b]?.invokeTimeNs ?? 0) || a - b);
+  for (const op of optionalInInvokeOrder) {
+    const twinClass = `${at(kind, op)}:${at(argument, op)}:${at(nextValue, op)}`;
+    previousTwin[op] = lastTwinOfClass.get(twinClass) ?? -1;
+    lastTwinOfClass.set(twinClass, op);
   }
 
   // Events in time order: a call for every operation, a return for every required one (an optional
@@ -558,13 +673,8 @@ function searchKey(operations: readonly Operation[], maxSteps: number): KeyVerdi
 
   // Lowe's memoization: (linearized set, register value) pairs already explored. Every entry is a
   // dead end or an ancestor of the current state, so meeting one again cannot lead anywhere new.
-  const linearized = new Uint32Array(Math.ceil(count / 32));
+  // At most one entry per step, so maxSteps bounds it.
   const explored = new Set<string>();
-  const cacheKey = (state: number): string => {
-    let text = `${state}:`;
-    for (const word of linearized) text += String.fromCharCode(word & 0xffff, word >>> 16);
-    return text;
-  };
 
   const stackOp = new Int32Array(count);
   const stackState = new Int32Array(count);
@@ -583,23 +693,25 @@ function searchKey(operations: readonly Operation[], maxSteps: number): KeyVerdi
     if (entryIsReturn[position] === 0) {
       let after = -1;
       const current = state;
-      switch (at(kind, op)) {
-        case KIND_READ:
-          if (at(argument, op) === current) after = current;
-          break;
-        case KIND_WRITE:
-          after = at(nextValue, op);
-          break;
-        case KIND_CAS:
-          // An info cas whose precondition fails has no effect: the same as never linearizing it.
-          if (at(argument, op) === current) after = at(nextValue, op);
-          break;
+      const twin = at(previousTwin, op);
+      const twinPending = twin >= 0 && !linearized.has(twin);
+      if (!twinPending) {
+        switch (at(kind, op)) {
+          case KIND_READ:
+            if (at(argument, op) === current) after = current;
+            break;
+          case KIND_WRITE:
+            after = at(nextValue, op);
+            break;
+          case KIND_CAS:
+            // An info cas whose precondition fails has no effect: the same as never linearizing it.
+            if (at(argument, op) === current) after = at(nextValue, op);
+            break;
+        }
       }
       if (after >= 0) {
-        const word = op >>> 5;
-        const bit = 1 << (op & 31);
-        linearized[word] = at(linearized, word) | bit;
-        const key = cacheKey(after);
+        linearized.add(op);
+        const key = linearized.key(after);
         if (!explored.has(key)) {
           explored.add(key);
           stackOp[depth] = op;
@@ -611,7 +723,7 @@ function searchKey(operations: readonly Operation[], maxSteps: number): KeyVerdi
           position = at(next, HEAD);
           continue;
         }
-        linearized[word] = at(linearized, word) & ~bit;
+        linearized.delete(op);
       }
       position = at(next, position);
       continue;
@@ -631,11 +743,44 @@ function searchKey(operations: readonly Operation[], maxSteps: number): KeyVerdi
     depth--;
     const popped = at(stackOp, depth);
     state = at(stackState, depth);
-    linearized[popped >>> 5] = at(linearized, popped >>> 5) & ~(1 << (popped & 31));
+    linearized.delete(popped);
     unlift(popped);
     if (required[popped] === 1) requiredRemaining++;
     position = at(next, at(callEntry, popped));
   }
+}
+
+/**
+ * Drops the optional (info) writes and cas whose new value nothing could observe after them: no `ok`
+ * read returning it and no cas expecting it, among the operations not over before the optional one
+ * was invoked. Linearizing such an operation can never help: right after it, only a blind write may
+ * come next (anything else needs to see its value), so the same order without it is just as valid.
+ * Dropping one can leave another unobserved, so this runs to a fixpoint.
+ *
+ * With unique written values (the usual workload) this removes almost every timed-out write that
+ * never took effect, which is what makes long histories with many `info` operations tractable.
+ */
+function dropUnobservedOptional(operations: readonly Operation[]): readonly Operation[] {
+  let kept = operations;
+  // Each round but the last drops at least one operation, so the count bounds the rounds.
+  for (let round = 0; round <= operations.length; round++) {
+    const lastObservationNs = new Map<Value, number>();
+    const observe = (value: Value, completeTimeNs: number): void => {
+      lastObservationNs.set(value, Math.max(lastObservationNs.get(value) ?? -Infinity, completeTimeNs));
+    };
+    for (const operation of kept) {
+      if (operation.f === 'read') observe(operation.value, operation.completeTimeNs);
+      else if (operation.f === 'cas') observe(operation.value[0], operation.completeTimeNs);
+    }
+    const next = kept.filter((operation) => {
+      if (operation.outcome === 'ok' || operation.f === 'read') return true;
+      const written = operation.f === 'write' ? operation.value : operation.value[1];
+      return (lastObservationNs.get(written) ?? -Infinity) >= operation.invokeTimeNs;
+    });
+    if (next.length === kept.length) return kept;
+    kept = next;
+  }
+  throw new InvariantError('pruning did not reach a fixpoint within one round per operation');
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -705,7 +850,10 @@ export function checkLinearizable(events: readonly HistoryEvent[], options: Chec
     list.push(operation);
   }
   let unknown: LinearizabilityUnknown | null = null;
-  for (const [key, keyOperations] of byKey) {
+  for (const [key, allKeyOperations] of byKey) {
+    // Invoke order (the history's order, normally) numbers the operations compactly for the memo.
+    const inInvokeOrder = allKeyOperations.slice().sort((a, b) => a.invokeTimeNs - b.invokeTimeNs || a.index - b.index);
+    const keyOperations = dropUnobservedOptional(inInvokeOrder);
     const verdict = searchKey(keyOperations, maxSteps);
     if (verdict.ok === true) continue;
     if (verdict.ok === 'unknown') {

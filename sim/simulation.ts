@@ -8,7 +8,7 @@
 import { createHash } from 'node:crypto';
 import { pino } from 'pino';
 import { SeededPrng, type RaftOptions } from '../src/raft/index.js';
-import { RaftNode } from '../src/runtime/index.js';
+import { RaftNode, type StateMachine } from '../src/runtime/index.js';
 import { SafetyChecker, ViolationError, type Violation } from './checkers.js';
 import { enabledFaults, swarmFaults, type FaultConfig } from './faults.js';
 import { DEFAULT_KV_WORKLOAD, KvStateMachine, KvWorkload, encodeKvCommand, type KvResult, type KvWorkloadOptions } from './kv.js';
@@ -44,6 +44,11 @@ export interface SimulationOptions {
   readonly kv?: Partial<KvWorkloadOptions>;
   /** Bound on the linearizability search per key. Default 2,000,000 steps. */
   readonly linearizabilityMaxSteps?: number;
+  /**
+   * Your own state machine, one instance per node incarnation (with `workload: 'none'`); drive it
+   * with {@link Simulation.propose}. Default: the kv store.
+   */
+  readonly createStateMachine?: (nodeId: string) => StateMachine;
 }
 
 /** What a run found. */
@@ -86,20 +91,36 @@ export async function simulate(options: SimulationOptions): Promise<SimulationRe
   return new Simulation(options).run();
 }
 
-class Simulation {
+/**
+ * A simulation you can drive step by step: start it, run it for a while, inject faults by hand, then
+ * finish it (heal, liveness, linearizability). {@link simulate} does all of it from the seed alone.
+ *
+ * @example
+ * ```ts
+ * const sim = new Simulation({ seed: 1, faults: NO_FAULTS });
+ * sim.start();
+ * await sim.runFor(2_000);
+ * sim.crash(0);
+ * await sim.runFor(1_000);
+ * const result = await sim.finish();
+ * ```
+ */
+export class Simulation {
   private readonly world: World;
   private readonly checker = new SafetyChecker();
-  private readonly rafts: (RaftNode<KvResult | null> | null)[];
+  private readonly rafts: (RaftNode | null)[];
   private readonly workload: KvWorkload | null;
   private readonly nodeCount: number;
   private readonly faults: FaultConfig;
   private readonly tickIntervalMs: number;
   private readonly healAtNs: number;
-  private readonly deadlineNs: number;
+  private readonly livenessBoundNs: number;
+  private healedAtNs: number | null = null;
   private readonly maxSteps: number;
   private violation: Violation | null = null;
   private livenessAtNs: number | null = null;
   private healed = false;
+  private started = false;
 
   constructor(private readonly options: SimulationOptions) {
     if (!Number.isSafeInteger(options.seed)) throw new RangeError(`seed must be a safe integer, got ${options.seed}`);
@@ -110,9 +131,12 @@ class Simulation {
     const ids = Array.from({ length: this.nodeCount }, (_, index) => `n${index + 1}`);
     this.world = new World(prng, this.faults, ids, options.encodeMessages ?? true, options.trace ?? false);
     this.rafts = ids.map(() => null);
+    this.world.onSend = (slot, message) => {
+      this.checker.onSend(slot.id, message, slot.disk.hardState, slot.disk.entries.length);
+    };
     this.tickIntervalMs = options.tickIntervalMs ?? 50;
     this.healAtNs = (options.faultPhaseMs ?? 10_000) * NS_PER_MS;
-    this.deadlineNs = this.healAtNs + (options.livenessBoundMs ?? 10_000) * NS_PER_MS;
+    this.livenessBoundNs = (options.livenessBoundMs ?? 10_000) * NS_PER_MS;
     this.maxSteps = options.maxSteps ?? 20_000_000;
     this.workload =
       (options.workload ?? 'kv') === 'kv'
@@ -126,30 +150,65 @@ class Simulation {
             },
             {
               nodeCount: () => this.nodeCount,
-              propose: (index, command, timeoutMs) => this.rafts[index]?.propose(command, { timeoutMs }) ?? null,
+              propose: (index, command, timeoutMs) =>
+                (this.rafts[index]?.propose(command, { timeoutMs }) as Promise<{ readonly result: KvResult | null }> | undefined) ?? null,
             },
             { ...DEFAULT_KV_WORKLOAD, ...options.kv },
           )
         : null;
   }
 
-  async run(): Promise<SimulationResult> {
-    const world = this.world;
-    world.record(() => `start seed=${this.options.seed} nodes=${this.nodeCount} faults=${enabledFaults(this.faults).join(',') || 'none'}`);
+  /** Number of nodes. */
+  get size(): number {
+    return this.nodeCount;
+  }
+
+  /** True simulated time, in milliseconds. */
+  nowMs(): number {
+    return this.world.nowNs / NS_PER_MS;
+  }
+
+  /** The first violation found so far, if any. */
+  currentViolation(): Violation | null {
+    return this.violation;
+  }
+
+  /** Starts the nodes, the seed's random faults (if any) and the workload. Call once. */
+  start(): void {
+    if (this.started) throw new Error('simulation already started');
+    this.started = true;
+    this.world.record(() => `start seed=${this.options.seed} nodes=${this.nodeCount} faults=${enabledFaults(this.faults).join(',') || 'none'}`);
     for (let index = 0; index < this.nodeCount; index++) this.startNode(index);
     this.scheduleFaults();
     this.workload?.start();
-    world.schedule(this.healAtNs, 'heal', null, () => {
+  }
+
+  /** Runs events for `ms` of simulated time (or until a violation). Returns the violation, if any. */
+  async runFor(ms: number): Promise<Violation | null> {
+    await this.runUntil(this.world.nowNs + Math.max(0, Math.round(ms * NS_PER_MS)), false);
+    return this.violation;
+  }
+
+  /** Runs everything from the seed: start, fault phase, then {@link finish}. */
+  async run(): Promise<SimulationResult> {
+    this.start();
+    await this.runUntil(this.healAtNs, false);
+    return this.finish();
+  }
+
+  /**
+   * Ends the fault phase: heals everything, requires a proposal to commit within the liveness bound,
+   * stops the workload and checks its history for linearizability.
+   */
+  async finish(): Promise<SimulationResult> {
+    const world = this.world;
+    if (this.violation === null) {
+      const healedAtNs = world.nowNs;
       this.heal();
-    });
-    try {
-      await this.loop();
-      if (this.violation === null && this.livenessAtNs === null) {
-        this.checker.fail('Liveness', [], `no proposal committed within ${(this.deadlineNs - this.healAtNs) / NS_PER_MS} ms after healing`);
+      await this.runUntil(healedAtNs + this.livenessBoundNs, true);
+      if (this.currentViolation() === null && this.livenessAtNs === null) {
+        this.violation = { property: 'Liveness', message: `no proposal committed within ${this.livenessBoundNs / NS_PER_MS} ms after healing`, nodes: [], step: world.steps, timeNs: world.nowNs };
       }
-    } catch (error) {
-      if (error instanceof ViolationError) this.violation = error.violation;
-      else throw error;
     }
     this.workload?.stop();
     this.workload?.finish();
@@ -174,7 +233,7 @@ class Simulation {
       nodeCount: this.nodeCount,
       steps: world.steps,
       simulatedMs: world.nowNs / NS_PER_MS,
-      livenessMs: this.livenessAtNs === null ? null : (this.livenessAtNs - this.healAtNs) / NS_PER_MS,
+      livenessMs: this.livenessAtNs === null || this.healedAtNs === null ? null : (this.livenessAtNs - this.healedAtNs) / NS_PER_MS,
       committedEntries: this.checker.committedCount(),
       history,
       linearizability,
@@ -184,11 +243,41 @@ class Simulation {
     };
   }
 
-  private async loop(): Promise<void> {
+  /**
+   * Proposes `command` on node `index` (for your own state machine). Resolves with the apply result,
+   * rejects with the node's typed error, or never settles if the node crashes first.
+   */
+  propose(index: number, command: Uint8Array, timeoutMs = 1_000): Promise<unknown> {
+    const raft = this.rafts[index];
+    if (raft === null || raft === undefined) return Promise.reject(new Error(`node ${index} is down`));
+    return raft.propose(command, { timeoutMs }).then((applied) => applied.result);
+  }
+
+  /** The running RaftNode at `index`, or null while it is down. */
+  node(index: number): RaftNode | null {
+    return this.rafts[index] ?? null;
+  }
+
+  private async runUntil(untilNs: number, stopAtLiveness: boolean): Promise<void> {
+    try {
+      await this.loop(untilNs, stopAtLiveness);
+    } catch (error) {
+      if (error instanceof ViolationError) this.violation ??= error.violation;
+      else throw error;
+    }
+  }
+
+  private async loop(untilNs: number, stopAtLiveness: boolean): Promise<void> {
     const world = this.world;
+    if (this.violation !== null) return;
     while (world.steps < this.maxSteps) {
+      const next = world.queue.peek();
+      if (next === undefined || next.timeNs > untilNs) {
+        world.nowNs = Math.max(world.nowNs, untilNs);
+        return;
+      }
       const event = world.queue.pop();
-      if (event === undefined || event.timeNs > this.deadlineNs) return;
+      if (event === undefined) return;
       world.nowNs = Math.max(world.nowNs, event.timeNs);
       const target = event.payload.node;
       if (target !== null) {
@@ -203,9 +292,9 @@ class Simulation {
       this.checker.at(world.steps, world.nowNs);
       this.dispatch(event.payload);
       for (let turn = 0; turn < MICROTASK_TURNS_PER_EVENT; turn++) await MICROTASK_TURN;
-      if (this.violation !== null) return;
+      if (this.currentViolation() !== null) return;
       if (target !== null) this.observe(target);
-      if (this.livenessAtNs !== null) return;
+      if (stopAtLiveness && this.livenessAtNs !== null) return;
     }
     throw new ViolationError({ property: 'Liveness', message: `step bound of ${this.maxSteps} events reached`, nodes: [], step: world.steps, timeNs: world.nowNs });
   }
@@ -257,9 +346,9 @@ class Simulation {
     const slot = world.node(index);
     slot.alive = true;
     const incarnation = slot.incarnation;
-    const machine = new KvStateMachine();
+    const machine: StateMachine = this.options.createStateMachine?.(slot.id) ?? new KvStateMachine();
     world.record(() => `start ${slot.id} incarnation=${incarnation}`);
-    RaftNode.start<KvResult | null>({
+    RaftNode.start<unknown>({
       id: slot.id,
       voters: world.nodes.map((node) => node.id),
       transport: world.transportFor(index),
@@ -268,7 +357,7 @@ class Simulation {
       stateMachine: {
         apply: (command, logIndexValue) => {
           this.checker.onApply(slot.id, incarnation, logIndexValue, command);
-          return machine.apply(command);
+          return machine.apply(command, logIndexValue);
         },
       },
       tickIntervalMs: this.tickIntervalMs,
@@ -276,6 +365,11 @@ class Simulation {
       raft: this.options.raft ?? {},
       logger: pino({ level: 'silent' }),
       onFatalError: (error) => {
+        // A checker that fires inside the node's own call stack (a message being sent) surfaces here.
+        if (error instanceof ViolationError) {
+          this.violation ??= error.violation;
+          return;
+        }
         this.violation ??= { property: 'NodeFailure', message: `${slot.id} stopped: ${error.message}`, nodes: [slot.id], step: world.steps, timeNs: world.nowNs };
       },
     }).then(
@@ -288,7 +382,13 @@ class Simulation {
     );
   }
 
-  private crash(index: number): void {
+  /** Restarts a crashed node from what its disk kept. */
+  restart(index: number): void {
+    if (!this.world.node(index).alive) this.startNode(index);
+  }
+
+  /** Kills node `index` now: unsynced writes are lost (or torn), its process state is gone. */
+  crash(index: number): void {
     const world = this.world;
     const slot = world.node(index);
     if (!slot.alive) return;
@@ -335,28 +435,66 @@ class Simulation {
       this.partition();
     });
     this.every(faults.crashEveryMs, 'crash', () => {
-      const index = this.world.between(0, this.nodeCount - 1);
+      const index = this.pickVictim();
       if (!this.world.node(index).alive) return;
       this.crash(index);
       const downNs = this.world.between(1, Math.max(1, faults.downMaxMs)) * NS_PER_MS;
       this.world.schedule(downNs, 'restart', null, () => {
-        if (!this.world.node(index).alive) this.startNode(index);
+        this.restart(index);
       });
     });
     this.every(faults.pauseEveryMs, 'pause', () => {
-      const index = this.world.between(0, this.nodeCount - 1);
-      const slot = this.world.node(index);
-      if (!slot.alive || slot.pausedUntilNs > this.world.nowNs) return;
-      this.world.stats.pauses++;
-      slot.pausedUntilNs = this.world.nowNs + this.world.between(1, Math.max(1, faults.pauseMaxMs)) * NS_PER_MS;
-      this.world.record(() => `pause ${slot.id} until=${slot.pausedUntilNs}`);
+      this.pause(this.pickVictim(), this.world.between(1, Math.max(1, faults.pauseMaxMs)));
     });
     this.every(faults.clockJumpEveryMs, 'clock-jump', () => {
-      const index = this.world.between(0, this.nodeCount - 1);
-      const jumpMs = this.world.between(1, Math.max(1, faults.clockJumpMaxMs));
-      this.world.record(() => `clock-jump ${this.world.node(index).id} +${jumpMs}ms`);
-      this.world.jumpClock(index, jumpMs * NS_PER_MS);
+      this.jumpClock(this.world.between(0, this.nodeCount - 1), this.world.between(1, Math.max(1, faults.clockJumpMaxMs)));
     });
+  }
+
+  /** Stops node `index`'s process for `ms` of true time (everyone else goes on). */
+  pause(index: number, ms: number): void {
+    const slot = this.world.node(index);
+    if (!slot.alive || slot.pausedUntilNs > this.world.nowNs) return;
+    this.world.stats.pauses++;
+    slot.pausedUntilNs = this.world.nowNs + Math.max(1, Math.round(ms * NS_PER_MS));
+    this.world.record(() => `pause ${slot.id} until=${slot.pausedUntilNs}`);
+  }
+
+  /** Moves node `index`'s clock forward by `ms`. */
+  jumpClock(index: number, ms: number): void {
+    this.world.record(() => `clock-jump ${this.world.node(index).id} +${ms}ms`);
+    this.world.jumpClock(index, Math.max(0, Math.round(ms * NS_PER_MS)));
+  }
+
+  /**
+   * Cuts the network between `side` and the other nodes (only from `side` outwards when `oneWay`),
+   * until {@link healNetwork}.
+   */
+  cut(side: readonly number[], oneWay: boolean): void {
+    const world = this.world;
+    world.stats.partitions++;
+    for (const a of side) {
+      for (let b = 0; b < this.nodeCount; b++) {
+        if (side.includes(b)) continue;
+        world.cutLinks.add(a * 1000 + b);
+        if (!oneWay) world.cutLinks.add(b * 1000 + a);
+      }
+    }
+    world.record(() => `partition ${oneWay ? 'one-way' : 'both-ways'} [${side.map((index) => world.node(index).id).join(' ')}]`);
+  }
+
+  /** Restores every link. */
+  healNetwork(): void {
+    this.world.cutLinks.clear();
+    this.world.record(() => 'heal-network');
+  }
+
+  /** A node to crash, pause or cut off: the current leader with the configured chance, else any. */
+  private pickVictim(): number {
+    const anyNode = this.world.between(0, this.nodeCount - 1);
+    if (!this.world.chancePerMille(this.faults.leaderTargetPerMille)) return anyNode;
+    const leaders = this.rafts.flatMap((raft, index) => (raft?.inspectCore().raft.role() === 'Leader' ? [index] : []));
+    return leaders.length === 0 ? anyNode : (leaders[this.world.between(0, leaders.length - 1)] ?? anyNode);
   }
 
   /** Runs `action` at random intervals averaging `meanMs` during the fault phase. */
@@ -386,8 +524,13 @@ class Simulation {
     };
     const oneWay = world.chancePerMille(this.faults.oneWayPartitionPerMille);
     // A random non-empty proper subset on one side.
-    const side = Array.from({ length: this.nodeCount }, () => world.between(0, 1) === 1);
+    let side = Array.from({ length: this.nodeCount }, () => world.between(0, 1) === 1);
     if (side.every(Boolean) || !side.some(Boolean)) side[world.between(0, this.nodeCount - 1)] = !side[0];
+    if (world.chancePerMille(this.faults.leaderTargetPerMille)) {
+      // Cut the leader off from everyone else.
+      const victim = this.pickVictim();
+      side = side.map((_, index) => index === victim);
+    }
     for (let a = 0; a < this.nodeCount; a++) {
       for (let b = 0; b < this.nodeCount; b++) {
         if (side[a] !== true || side[b] === true) continue;
@@ -409,6 +552,7 @@ class Simulation {
     this.healed = true;
     world.faultsActive = false;
     world.cutLinks.clear();
+    this.healedAtNs = world.nowNs;
     world.record(() => 'heal');
     for (let index = 0; index < this.nodeCount; index++) {
       const slot = world.node(index);

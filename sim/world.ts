@@ -231,7 +231,11 @@ export class World {
     };
   }
 
+  /** Called for every message a node sends, before the network touches it (checkers). */
+  onSend: ((from: NodeSlot, message: Message) => void) | null = null;
+
   private send(from: number, message: Message): void {
+    this.onSend?.(this.node(from), message);
     const to = this.nodes.findIndex((slot) => slot.id === message.to);
     if (to < 0) return;
     this.stats.messagesSent++;

@@ -38,7 +38,28 @@ export interface RaftOptions {
   readonly maxApplyEntriesPerReady: number;
   /** Most forwarded proposal ids the leader remembers to answer duplicates instead of re-appending. */
   readonly maxRememberedForwardedProposals: number;
+  /**
+   * Deliberate protocol bugs, for proving that the simulator's checkers catch them. Never set this
+   * outside such tests: each one breaks Raft's safety.
+   *
+   * @internal
+   */
+  readonly testOnlyBugs: readonly InjectedBug[];
 }
+
+/**
+ * Protocol bugs that can be switched on to test the checkers (see `test/sim/teeth.test.ts`):
+ * - `CommitPreviousTermByCounting`: commit an entry of an earlier term by counting replicas (§5.4.2).
+ * - `VoteWithoutUpToDateCheck`: grant votes without the log comparison (§5.4.1).
+ * - `ReplyBeforePersistingVote`: send a granted vote before the vote is durable.
+ * - `SkipConflictTruncation`: keep conflicting entries instead of truncating them (§5.3).
+ *
+ * @internal
+ */
+export type InjectedBug = 'CommitPreviousTermByCounting' | 'VoteWithoutUpToDateCheck' | 'ReplyBeforePersistingVote' | 'SkipConflictTruncation';
+
+/** Every {@link InjectedBug}. @internal */
+export const INJECTED_BUGS: readonly InjectedBug[] = ['CommitPreviousTermByCounting', 'VoteWithoutUpToDateCheck', 'ReplyBeforePersistingVote', 'SkipConflictTruncation'];
 
 /** Full configuration of one Raft node. */
 export interface RaftConfig extends RaftOptions {
@@ -62,6 +83,7 @@ export const DEFAULT_RAFT_OPTIONS: RaftOptions = Object.freeze({
   maxProposalBytes: 1024 * 1024,
   maxApplyEntriesPerReady: 4096,
   maxRememberedForwardedProposals: 4096,
+  testOnlyBugs: [],
 });
 
 /** Most voters a configuration may name; a bound, not a recommendation (use 3 or 5). */
@@ -114,6 +136,10 @@ export function resolveRaftConfig(
   positiveInteger('maxProposalBytes', config.maxProposalBytes, 1 << 30);
   positiveInteger('maxApplyEntriesPerReady', config.maxApplyEntriesPerReady, 1_000_000);
   positiveInteger('maxRememberedForwardedProposals', config.maxRememberedForwardedProposals, 1_000_000);
+  const bugs: unknown = config.testOnlyBugs;
+  if (!Array.isArray(bugs) || !bugs.every((bug) => INJECTED_BUGS.includes(bug as InjectedBug))) {
+    throw new ConfigError('testOnlyBugs', `must list only ${INJECTED_BUGS.join(', ')}`);
+  }
   return Object.freeze({ ...config, voters: Object.freeze(config.voters.slice()) });
 }
 

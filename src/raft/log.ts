@@ -160,6 +160,21 @@ export class RaftLog {
   }
 
   /**
+   * A deliberately wrong follower append (the `SkipConflictTruncation` test bug): entries at indexes
+   * the log already holds are kept even when their terms differ; only entries past the end are added.
+   *
+   * @internal
+   */
+  appendSkippingConflicts(prevLogIndex: LogIndex, newEntries: readonly Entry[]): LogIndex {
+    for (const entry of newEntries) {
+      if (entry.index <= this.lastIndex()) continue;
+      if (entry.term < this.lastTerm()) break;
+      this.pushChecked(entry);
+    }
+    return Math.min(prevLogIndex + newEntries.length, this.lastIndex()) as LogIndex;
+  }
+
+  /**
    * The last index at or below `index` whose term is at most `maxTerm`: where a leader with a log
    * ending in `maxTerm` entries can next probe (fast back-off).
    */

@@ -9,7 +9,7 @@
  * @module
  */
 import { BoundedMap } from './bounded-map.js';
-import type { RaftConfig } from './config.js';
+import type { InjectedBug, RaftConfig } from './config.js';
 import { assertNever, invariant } from './errors.js';
 import { entryBytes, RaftLog } from './log.js';
 import { randomIntBelow, type Prng } from './prng.js';
@@ -103,6 +103,8 @@ export class Raft {
   readonly config: RaftConfig;
   readonly log: RaftLog;
   private readonly prng: Prng;
+  /** Deliberate bugs switched on for checker tests; empty in every real configuration. */
+  private readonly bugs: ReadonlySet<InjectedBug>;
 
   private currentTerm: Term;
   private votedFor: NodeId | null;
@@ -138,6 +140,7 @@ export class Raft {
     this.id = init.config.id;
     this.config = init.config;
     this.prng = init.prng;
+    this.bugs = new Set(init.config.testOnlyBugs);
     this.forwardedProposals = new BoundedMap(init.config.maxRememberedForwardedProposals);
     this.log = new RaftLog(init.entries, init.hardState.commit, init.applied);
     this.currentTerm = init.hardState.term;
@@ -509,7 +512,8 @@ export class Raft {
       (this.votedFor === null && this.leaderId === null) ||
       (request.preVote && request.term > this.currentTerm);
     // Paper §5.4.1: grant only to a candidate whose log is at least as up to date as ours.
-    const granted = canVote && this.log.isUpToDate(request.lastLogIndex, request.lastLogTerm);
+    const upToDate = this.bugs.has('VoteWithoutUpToDateCheck') || this.log.isUpToDate(request.lastLogIndex, request.lastLogTerm);
+    const granted = canVote && upToDate;
     if (request.preVote) {
       this.send(this.voteResponse(request.from, true, granted, granted ? request.term : this.currentTerm));
       return;
@@ -518,7 +522,9 @@ export class Raft {
       this.electionElapsedTicks = 0;
       this.votedFor = request.from;
     }
-    this.sendAfterPersist(this.voteResponse(request.from, false, granted, this.currentTerm));
+    const response = this.voteResponse(request.from, false, granted, this.currentTerm);
+    if (this.bugs.has('ReplyBeforePersistingVote')) this.send(response);
+    else this.sendAfterPersist(response);
   }
 
   private handleVoteResponse(response: VoteResponse): void {
@@ -576,7 +582,9 @@ export class Raft {
       this.sendAfterPersist(this.appendResponse(request.from, false, request.prevLogIndex, hintIndex, hintTerm));
       return;
     }
-    const lastNewIndex = this.log.appendFromLeader(request.prevLogIndex, request.entries);
+    const lastNewIndex = this.bugs.has('SkipConflictTruncation')
+      ? this.log.appendSkippingConflicts(request.prevLogIndex, request.entries)
+      : this.log.appendFromLeader(request.prevLogIndex, request.entries);
     // Figure 2 step 5: commitIndex = min(leaderCommit, index of last new entry).
     this.log.commitTo(Math.min(request.leaderCommit, lastNewIndex) as LogIndex);
     this.sendAfterPersist(this.appendResponse(request.from, true, lastNewIndex, 0 as LogIndex, 0 as Term));
@@ -639,7 +647,8 @@ export class Raft {
   private maybeCommit(): boolean {
     const candidate = committedIndex(this.config.voters, (voter) => this.progress.get(voter)?.match ?? (0 as LogIndex));
     const previous = this.log.committed();
-    if (candidate <= previous || this.log.termAt(candidate) !== this.currentTerm) return false;
+    if (candidate <= previous) return false;
+    if (this.log.termAt(candidate) !== this.currentTerm && !this.bugs.has('CommitPreviousTermByCounting')) return false;
     for (let index = previous + 1; index <= candidate; index++) {
       const entry = this.log.entryAt(index as LogIndex);
       if (entry !== undefined && entry.term === this.currentTerm) this.uncommittedBytes -= entryBytes(entry);
