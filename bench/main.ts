@@ -1,10 +1,11 @@
 /**
- * `npm run bench -- [core] [--quick] [--encode]`: benchmarks. Timing goals live here, never in tests.
+ * `npm run bench -- [core] [sim] [--quick] [--encode]`: benchmarks. Timing goals live here, never in tests.
  *
  * @module
  */
 import { parseArgs } from 'node:util';
 import { benchCore } from './core.js';
+import { benchSim } from './sim.js';
 
 async function main(): Promise<void> {
   const { values, positionals } = parseArgs({
@@ -12,7 +13,7 @@ async function main(): Promise<void> {
     allowPositionals: true,
     options: { quick: { type: 'boolean' }, encode: { type: 'boolean' } },
   });
-  const suites = positionals.length === 0 ? ['core'] : positionals;
+  const suites = positionals.length === 0 ? ['core', 'sim'] : positionals;
   for (const suite of suites) {
     switch (suite) {
       case 'core': {
@@ -31,8 +32,13 @@ async function main(): Promise<void> {
         );
         break;
       }
+      case 'sim': {
+        const quick = values.quick === true;
+        await benchSim({ seedsPerRun: quick ? 5 : 20, runs: quick ? 3 : 5 }, `npm run bench -- sim${quick ? ' --quick' : ''}`, (line) => process.stdout.write(`${line}\n`));
+        break;
+      }
       default:
-        throw new Error(`unknown benchmark '${suite}'; known: core`);
+        throw new Error(`unknown benchmark '${suite}'; known: core, sim`);
     }
   }
 }

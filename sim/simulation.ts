@@ -49,6 +49,11 @@ export interface SimulationOptions {
    * with {@link Simulation.propose}. Default: the kv store.
    */
   readonly createStateMachine?: (nodeId: string) => StateMachine;
+  /**
+   * What the liveness phase proposes to prove progress. Default: a kv write with the kv workload,
+   * an empty (zero-byte) command otherwise.
+   */
+  readonly livenessCommand?: Uint8Array;
 }
 
 /** What a run found. */
@@ -270,6 +275,8 @@ export class Simulation {
   private async loop(untilNs: number, stopAtLiveness: boolean): Promise<void> {
     const world = this.world;
     if (this.violation !== null) return;
+    // Let work started outside the loop (a node starting, a proposal) reach the queue first.
+    for (let turn = 0; turn < MICROTASK_TURNS_PER_EVENT; turn++) await MICROTASK_TURN;
     while (world.steps < this.maxSteps) {
       const next = world.queue.peek();
       if (next === undefined || next.timeNs > untilNs) {
@@ -569,7 +576,8 @@ export class Simulation {
     const tryOnce = (): void => {
       if (this.livenessAtNs !== null) return;
       const index = attempt++ % this.nodeCount;
-      const pending = this.rafts[index]?.propose(encodeKvCommand({ f: 'write', key: 'liveness', value: attempt }), { timeoutMs: 1_000 });
+      const command = this.options.livenessCommand ?? (this.workload === null ? new Uint8Array(0) : encodeKvCommand({ f: 'write', key: 'liveness', value: attempt }));
+      const pending = this.rafts[index]?.propose(command, { timeoutMs: 1_000 });
       pending?.then(
         () => {
           this.livenessAtNs ??= world.nowNs;
