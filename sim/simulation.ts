@@ -79,7 +79,7 @@ export interface SimulationResult {
 }
 
 /** Microtask turns granted after each event, so promise continuations finish before the next event. */
-const MICROTASK_TURNS_PER_EVENT = 8;
+const MICROTASK_TURNS_PER_EVENT = 4;
 /** Awaiting an already-resolved promise yields exactly one microtask turn. */
 const MICROTASK_TURN = Promise.resolve();
 

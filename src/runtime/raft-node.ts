@@ -277,13 +277,14 @@ export class RaftNode<Result = unknown> {
    */
   async stop(): Promise<void> {
     if (this.stopped) {
-      await this.pumpDone;
+      for (let waited = 0; this.pumping && waited < 1_000; waited++) await this.pumpDone;
       return;
     }
     this.stopped = true;
     this.tickTimer?.cancel();
     this.tickTimer = null;
-    await this.pumpDone;
+    // Let the write or apply in progress finish (each step may have chained the next one).
+    for (let waited = 0; this.pumping && waited < 1_000; waited++) await this.pumpDone;
     this.failAllPending(new StoppedError('the node stopped before the proposal was applied'));
     await this.options.transport.close();
     await this.options.storage.close();
@@ -352,45 +353,96 @@ export class RaftNode<Result = unknown> {
   private pump(): void {
     if (this.pumping || this.stopped) return;
     this.pumping = true;
-    this.pumpDone = this.runReadyLoop();
+    this.continuePump();
   }
 
-  private async runReadyLoop(): Promise<void> {
+  /**
+   * Handles Readies synchronously until one needs to wait (a storage write, or a state machine that
+   * returned a promise); that step continues the loop when it completes. A Ready with nothing to
+   * persist therefore costs no promise at all.
+   */
+  private continuePump(): void {
     try {
       while (!this.stopped && this.rawNode.hasReady()) {
         const ready = this.rawNode.ready();
-        await this.handleReady(ready);
-        this.rawNode.advance();
+        if (ready.softState !== null) this.onSoftState(ready.softState.role, ready.softState.leader);
+        for (const message of ready.messages) this.options.transport.send(message);
+        if (ready.mustPersist) {
+          this.pumpDone = this.persistThen(ready);
+          return;
+        }
+        if (!this.finishReady(ready, 0)) return;
       }
     } catch (error) {
       this.fail(error);
-    } finally {
-      // Cleared in the same synchronous step as the last hasReady() check, so an input arriving
-      // afterwards starts a new loop instead of being missed.
-      this.pumping = false;
     }
+    // Cleared in the same synchronous step as the last hasReady() check, so an input arriving
+    // afterwards starts a new loop instead of being missed.
+    this.pumping = false;
   }
 
-  private async handleReady(ready: Ready): Promise<void> {
-    const { transport, storage } = this.options;
-    if (ready.softState !== null) this.onSoftState(ready.softState.role, ready.softState.leader);
-    for (const message of ready.messages) transport.send(message);
-    if (ready.mustPersist) {
-      try {
-        await storage.persist({ hardState: ready.hardState, entries: ready.entries });
-      } catch (error) {
-        throw new RaftLeaseError('StorageFailed', 'a storage write failed; the node stopped because durability is unknown', { cause: error });
-      }
+  private async persistThen(ready: Ready): Promise<void> {
+    try {
+      await this.options.storage.persist({ hardState: ready.hardState, entries: ready.entries });
+    } catch (error) {
+      this.pumping = false;
+      this.fail(new RaftLeaseError('StorageFailed', 'a storage write failed; the node stopped because durability is unknown', { cause: error }));
+      return;
     }
-    // Votes and acknowledgements promise durable state: only now may they leave.
-    for (const message of ready.messagesAfterPersist) transport.send(message);
-    for (const outcome of ready.forwardedOutcomes) this.onForwardedOutcome(outcome);
-    for (const entry of ready.committedEntries) {
+    this.resume(() => this.finishReady(ready, 0));
+  }
+
+  /** Runs `step` (part of a Ready) and, if it completed, the rest of the loop. */
+  private resume(step: () => boolean): void {
+    let completed: boolean;
+    try {
+      completed = this.stopped ? false : step();
+    } catch (error) {
+      this.pumping = false;
+      this.fail(error);
+      return;
+    }
+    if (this.stopped) {
+      this.pumping = false;
+      return;
+    }
+    if (completed) this.continuePump();
+  }
+
+  /**
+   * The part of a Ready after persistence: messages that promise durable state, answers to forwarded
+   * proposals, then committed entries from position `from` on, then advance(). Returns false if an
+   * asynchronous apply took over (it resumes the loop itself).
+   */
+  private finishReady(ready: Ready, from: number): boolean {
+    if (from === 0) {
+      // Votes and acknowledgements promise durable state: only now may they leave.
+      for (const message of ready.messagesAfterPersist) this.options.transport.send(message);
+      for (const outcome of ready.forwardedOutcomes) this.onForwardedOutcome(outcome);
+    }
+    const entries = ready.committedEntries;
+    for (let position = from; position < entries.length; position++) {
+      const entry = entries[position];
+      if (entry === undefined) continue;
       const applying = this.applyEntry(entry);
-      if (applying !== undefined) await applying;
+      if (applying !== undefined) {
+        this.pumpDone = applying.then(
+          () => {
+            this.appliedIndex = entry.index;
+            this.resume(() => this.finishReady(ready, position + 1));
+          },
+          (error: unknown) => {
+            this.pumping = false;
+            this.fail(error);
+          },
+        );
+        return false;
+      }
       this.appliedIndex = entry.index;
-      if (this.stopped) return;
+      if (this.stopped) return false;
     }
+    this.rawNode.advance();
+    return true;
   }
 
   /**
