@@ -3,7 +3,9 @@
  *
  * @module
  */
-import { writeFileSync } from 'node:fs';
+import { accessSync, constants, writeFileSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { dirname, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { toJsonLines } from './linearizability.js';
 import { simulate, type SimulationOptions, type SimulationResult } from './simulation.js';
@@ -42,6 +44,10 @@ export const SIM_USAGE = `usage:
 
 /** Runs `raftlease sim ...` with `args` (after `sim`). */
 export async function runSimCli(args: readonly string[], output: CliOutput): Promise<ExitCode> {
+  if (args.includes('--help') || args.includes('-h')) {
+    output.out(SIM_USAGE);
+    return 0;
+  }
   try {
     const [command, ...rest] = args;
     switch (command) {
@@ -97,6 +103,16 @@ function integerOption(name: string, value: string | boolean | undefined, min: n
   return parsed;
 }
 
+/** Refuses an output file whose folder does not exist or is not writable, before any simulation runs. */
+function checkWritable(flag: string, file: string | undefined): void {
+  if (file === undefined) return;
+  try {
+    accessSync(dirname(resolve(file)), constants.W_OK);
+  } catch {
+    throw new UsageError(`--${flag} ${file}: the folder does not exist or is not writable`);
+  }
+}
+
 function commonOptions(values: ParsedValues): Omit<SimulationOptions, 'seed'> {
   const nodeCount = integerOption('nodes', values.nodes, 1, 9);
   if (nodeCount !== undefined && ![3, 5, 7].includes(nodeCount)) throw new UsageError(`--nodes must be 3, 5 or 7, got ${nodeCount}`);
@@ -114,7 +130,8 @@ function commonOptions(values: ParsedValues): Omit<SimulationOptions, 'seed'> {
 
 /** The command that replays `result` exactly. */
 export function replayCommandLine(seed: number, options: Omit<SimulationOptions, 'seed'>): string {
-  const flags = [`--seed ${seed}`];
+  // A negative value must be attached with '=', or the argument parser takes it for an option.
+  const flags = [seed < 0 ? `--seed=${seed}` : `--seed ${seed}`];
   if (options.nodeCount !== undefined) flags.push(`--nodes ${options.nodeCount}`);
   if (options.workload !== undefined) flags.push(`--workload ${options.workload}`);
   if (options.faultPhaseMs !== undefined) flags.push(`--duration ${options.faultPhaseMs}`);
@@ -159,9 +176,11 @@ async function runCommand(args: readonly string[], output: CliOutput): Promise<E
   const seed = integerOption('seed', values.seed, Number.MIN_SAFE_INTEGER, Number.MAX_SAFE_INTEGER);
   if (seed === undefined) throw new UsageError('--seed is required');
   const options = commonOptions(values);
+  checkWritable('history', values.history);
+  checkWritable('trace', values.trace);
   const result = await simulate({ seed, ...options, trace: values.trace !== undefined });
   if (values.history !== undefined) writeFileSync(values.history, toJsonLines(result.history));
-  if (values.trace !== undefined) writeFileSync(values.trace, `${(result.trace ?? []).join('\n')}\n`);
+  if (values.trace !== undefined) writeFileSync(values.trace, traceText(result));
   if (values.json === true) output.out(`${JSON.stringify(summaryJson(result, options))}\n`);
   else output.out(`${describeResult(result, options)}\n`);
   return result.ok ? 0 : 1;
@@ -173,14 +192,21 @@ async function replayTrace(args: readonly string[], output: CliOutput): Promise<
   if (seed === undefined) throw new UsageError('--seed is required');
   if (typeof values.trace !== 'string') throw new UsageError('--trace FILE is required');
   const options = commonOptions(values);
+  checkWritable('trace', values.trace);
   const result = await simulate({ seed, ...options, trace: true });
   const lines = (result.trace ?? []).map((line) => {
     const space = line.indexOf(' ');
     return JSON.stringify({ timeNs: Number(line.slice(0, space)), event: line.slice(space + 1) });
   });
-  writeFileSync(values.trace, `${lines.join('\n')}\n`);
-  output.out(`${describeResult(result, options)}\n  trace: ${lines.length} events written to ${values.trace} (sha256 ${result.traceHash ?? ''})\n`);
+  const text = `${lines.join('\n')}\n`;
+  writeFileSync(values.trace, text);
+  output.out(`${describeResult(result, options)}\n  trace: ${lines.length} events written to ${values.trace} (sha256 of the file ${createHash('sha256').update(text).digest('hex')})\n`);
   return result.ok ? 0 : 1;
+}
+
+/** The trace as `run --trace` writes it: one event per line. Its SHA-256 is `result.traceHash`. */
+function traceText(result: SimulationResult): string {
+  return `${(result.trace ?? []).join('\n')}\n`;
 }
 
 /** Parses `A..B` into an inclusive range. */

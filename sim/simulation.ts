@@ -73,7 +73,7 @@ export interface SimulationResult {
   /** `ok`, `unknown` (search bound reached) or `violated`. */
   readonly linearizability: 'ok' | 'unknown' | 'violated' | 'skipped';
   readonly trace: readonly string[] | null;
-  /** SHA-256 of the trace (hex), when tracing. */
+  /** SHA-256 (hex) of the trace as `sim run --trace` writes it (one line per event), when tracing. */
   readonly traceHash: string | null;
   readonly stats: World['stats'];
 }
@@ -243,7 +243,7 @@ export class Simulation {
       history,
       linearizability,
       trace,
-      traceHash: trace === null ? null : createHash('sha256').update(trace.join('\n')).digest('hex'),
+      traceHash: trace === null ? null : createHash('sha256').update(`${trace.join('\n')}\n`).digest('hex'),
       stats: world.stats,
     };
   }

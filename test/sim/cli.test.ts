@@ -269,16 +269,16 @@ describe('sim replay', () => {
       expect(typeof record.event).toBe('string');
     }
     expect(JSON.parse(lines[0] ?? '')).toMatchObject({ timeNs: 0, event: expect.stringMatching(/^start seed=4 /) as unknown });
-    const reported = new RegExp(`trace: ${lines.length} events written to (.*) \\(sha256 ([0-9a-f]{64})\\)`).exec(stdout);
+    const reported = new RegExp(`trace: ${lines.length} events written to (.*) \\(sha256 of the file ([0-9a-f]{64})\\)`).exec(stdout);
     expect(reported?.[1]).toBe(file);
 
-    // The hash is of the raw trace (as `run --trace` writes it, without the final newline), so it
-    // is the same for the same seed however the trace is written.
+    // The reported hash is the written file's, so sha256sum confirms it.
+    expect(reported?.[2]).toBe(sha256(readFileSync(file, 'utf8')));
     const raw = join(dir, 'replay-raw.txt');
     expect((await run(['run', '--seed', '4', ...SHORT, '--trace', raw])).code).toBe(0);
     const rawText = readFileSync(raw, 'utf8');
-    expect(reported?.[2]).toBe(sha256(rawText.slice(0, -1)));
     expect(rawText.trimEnd().split('\n')).toHaveLength(lines.length);
+    expect(sha256(rawText)).toBe((await simulate({ seed: 4, faultPhaseMs: 1000, trace: true })).traceHash);
   });
 });
 
@@ -298,10 +298,8 @@ describe('replayCommandLine', () => {
     expect(replayCommandLine(result.seed, { faultPhaseMs: 1000 })).toBe('npx raftlease sim run --seed 1 --duration 1000');
   });
 
-  // KNOWN BUG (reported, not fixed here): negative seeds are valid (`--seed=-5`), but the replay
-  // command prints `--seed -5`, which node:util parseArgs rejects as an ambiguous option value, so
-  // the printed command exits 2 instead of replaying. Drop `.fails` once replayCommandLine is fixed.
-  it.fails('prints a replay command that `sim run` accepts for a negative seed', async () => {
+  // A negative seed must be written `--seed=-5`: `--seed -5` reads as an option.
+  it('prints a replay command that `sim run` accepts for a negative seed', async () => {
     expect((await run(['run', '--seed=-5', ...SHORT, '--steps', '50'])).code).toBe(1);
     const command = replayCommandLine(-5, { faultPhaseMs: 1000, maxSteps: 50 });
     const { code, stderr } = await run(argsOf(command));
@@ -334,5 +332,19 @@ describe.skipIf(!BUILT)(BUILT ? 'the raftlease binary (dist/src/cli/main.js)' : 
     expect(stdout).toBe('');
     expect(stderr).toMatch(/^raftlease sim: --seed must be an integer, got 'x'/);
     expect(stderr).toContain('usage:');
+  });
+});
+
+describe('help and unusable output paths', () => {
+  it('prints the usage and exits 0 for --help after a subcommand', async () => {
+    const { code, stdout } = await run(['run', '--help']);
+    expect(code).toBe(0);
+    expect(stdout).toContain('raftlease sim run --seed N');
+  });
+
+  it('refuses an output file in a folder that does not exist, before simulating, with exit code 2', async () => {
+    const { code, stderr } = await run(['run', '--seed', '1', ...SHORT, '--trace', '/nonexistent-folder/trace.txt']);
+    expect(code).toBe(2);
+    expect(stderr).toContain('--trace /nonexistent-folder/trace.txt: the folder does not exist or is not writable');
   });
 });
