@@ -33,13 +33,15 @@ export class UsageError extends Error {
 
 export const SIM_USAGE = `usage:
   raftlease sim run --seed N [--nodes 3|5|7] [--workload kv|none] [--duration MS] [--steps N]
-                    [--json] [--history FILE] [--trace FILE]
+                    [--drift-beyond-bound] [--json] [--history FILE] [--trace FILE]
   raftlease sim sweep --seeds A..B [--nodes 3|5|7] [--workload kv|none] [--duration MS] [--json]
   raftlease sim replay --seed N --trace FILE [--nodes 3|5|7] [--workload kv|none] [--duration MS]
 
   --duration MS   simulated milliseconds of the fault phase (default 10000); a liveness phase of up
                   to 10000 ms follows
   --steps N       bound on simulation events (default 20000000)
+  --drift-beyond-bound
+                  let clocks drift up to 10x the configured bound (200 ppm); such runs are labelled
 `;
 
 /** Runs `raftlease sim ...` with `args` (after `sim`). */
@@ -79,6 +81,7 @@ const OPTIONS = {
   duration: { type: 'string' },
   steps: { type: 'string' },
   json: { type: 'boolean' },
+  'drift-beyond-bound': { type: 'boolean' },
   history: { type: 'string' },
   trace: { type: 'string' },
 } as const;
@@ -88,7 +91,7 @@ type ParsedValues = ReturnType<typeof parseArgs<{ options: typeof OPTIONS }>>['v
 /** Parses the flags; `allowed` lists the flags this subcommand takes besides the common ones. */
 function parse(args: readonly string[], subcommand: string, allowed: readonly (keyof typeof OPTIONS)[]): ParsedValues {
   const { values } = parseArgs({ args: [...args], options: OPTIONS, allowPositionals: false, strict: true });
-  const common: readonly string[] = ['nodes', 'workload', 'duration', 'steps', 'json'];
+  const common: readonly string[] = ['nodes', 'workload', 'duration', 'steps', 'json', 'drift-beyond-bound'];
   for (const flag of Object.keys(values)) {
     if (!common.includes(flag) && !(allowed as readonly string[]).includes(flag)) throw new UsageError(`'sim ${subcommand}' does not take --${flag}`);
   }
@@ -125,6 +128,7 @@ function commonOptions(values: ParsedValues): Omit<SimulationOptions, 'seed'> {
     ...(workload === undefined ? {} : { workload }),
     ...(faultPhaseMs === undefined ? {} : { faultPhaseMs }),
     ...(maxSteps === undefined ? {} : { maxSteps }),
+    ...(values['drift-beyond-bound'] === true ? { driftBeyondBound: true } : {}),
   };
 }
 
@@ -136,11 +140,12 @@ export function replayCommandLine(seed: number, options: Omit<SimulationOptions,
   if (options.workload !== undefined) flags.push(`--workload ${options.workload}`);
   if (options.faultPhaseMs !== undefined) flags.push(`--duration ${options.faultPhaseMs}`);
   if (options.maxSteps !== undefined) flags.push(`--steps ${options.maxSteps}`);
+  if (options.driftBeyondBound === true) flags.push('--drift-beyond-bound');
   return `npx raftlease sim run ${flags.join(' ')}`;
 }
 
 function describeResult(result: SimulationResult, options: Omit<SimulationOptions, 'seed'>): string {
-  const head = `seed ${result.seed}: ${result.ok ? 'ok' : 'VIOLATION'} — ${result.nodeCount} nodes, ${result.steps} events, ${result.simulatedMs.toFixed(0)} simulated ms, faults: ${result.enabledFaults.join(', ') || 'none'}`;
+  const head = `seed ${result.seed}: ${result.ok ? 'ok' : 'VIOLATION'} — ${result.nodeCount} nodes, ${result.steps} events, ${result.simulatedMs.toFixed(0)} simulated ms, faults: ${result.enabledFaults.join(', ') || 'none'}${result.driftBeyondBound ? ' (CLOCK DRIFT BEYOND THE CONFIGURED BOUND)' : ''}`;
   const details = [
     `  committed entries ${result.committedEntries}, history ${result.history.length} events, linearizability ${result.linearizability}, liveness ${result.livenessMs === null ? 'not reached' : `${result.livenessMs.toFixed(0)} ms after healing`}`,
   ];
@@ -166,6 +171,7 @@ function summaryJson(result: SimulationResult, options: Omit<SimulationOptions, 
     linearizability: result.linearizability,
     faults: result.faults,
     enabledFaults: result.enabledFaults,
+    driftBeyondBound: result.driftBeyondBound,
     stats: result.stats,
     replay: result.ok ? null : replayCommandLine(result.seed, options),
   };

@@ -30,6 +30,11 @@ export interface SimulationOptions {
   readonly tickIntervalMs?: number;
   /** The configured bound ρ on clock drift, in ppm. Default 200. */
   readonly maxDriftPpm?: number;
+  /**
+   * Let clocks drift up to ten times ρ. Such a run breaks the timing assumption that lease safety
+   * rests on, and its result says so (`driftBeyondBound`). Raft's own safety must hold regardless.
+   */
+  readonly driftBeyondBound?: boolean;
   /** Fault configuration; default: drawn from the seed (swarm testing). */
   readonly faults?: FaultConfig;
   /** Bound on events processed. Default 20,000,000. */
@@ -63,6 +68,8 @@ export interface SimulationResult {
   readonly violation: Violation | null;
   readonly faults: FaultConfig;
   readonly enabledFaults: readonly string[];
+  /** True when some clock was allowed to drift faster than the configured bound ρ (a labelled run). */
+  readonly driftBeyondBound: boolean;
   readonly nodeCount: number;
   readonly steps: number;
   readonly simulatedMs: number;
@@ -117,6 +124,7 @@ export class Simulation {
   private readonly workload: KvWorkload | null;
   private readonly nodeCount: number;
   private readonly faults: FaultConfig;
+  private readonly maxDriftPpm: number;
   private readonly tickIntervalMs: number;
   private readonly healAtNs: number;
   private readonly livenessBoundNs: number;
@@ -132,7 +140,9 @@ export class Simulation {
     this.nodeCount = options.nodeCount ?? 5;
     if (!Number.isInteger(this.nodeCount) || this.nodeCount < 1 || this.nodeCount > 9) throw new RangeError(`nodeCount must be 1..9, got ${this.nodeCount}`);
     const prng = new SeededPrng(options.seed);
-    this.faults = options.faults ?? swarmFaults(prng, { maxDriftPpm: options.maxDriftPpm ?? 200 });
+    const maxDriftPpm = options.maxDriftPpm ?? 200;
+    this.faults = options.faults ?? swarmFaults(prng, { maxDriftPpm: options.driftBeyondBound === true ? maxDriftPpm * 10 : maxDriftPpm });
+    this.maxDriftPpm = maxDriftPpm;
     const ids = Array.from({ length: this.nodeCount }, (_, index) => `n${index + 1}`);
     this.world = new World(prng, this.faults, ids, options.encodeMessages ?? true, options.trace ?? false);
     this.rafts = ids.map(() => null);
@@ -235,6 +245,7 @@ export class Simulation {
       violation: this.violation,
       faults: this.faults,
       enabledFaults: enabledFaults(this.faults),
+      driftBeyondBound: this.faults.driftMaxPpm > this.maxDriftPpm,
       nodeCount: this.nodeCount,
       steps: world.steps,
       simulatedMs: world.nowNs / NS_PER_MS,

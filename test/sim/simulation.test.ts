@@ -103,3 +103,20 @@ describe('your own state machine under the simulator', () => {
     expect([...applied.values()].some((log) => log.includes('cmd2'))).toBe(true);
   });
 });
+
+describe('clock drift beyond the configured bound', () => {
+  it('is drawn only when asked for, and the run is labelled', async () => {
+    const normal = await simulate({ seed: 21, faultPhaseMs: 1_000 });
+    expect(normal.faults.driftMaxPpm).toBeLessThanOrEqual(200);
+    expect(normal.driftBeyondBound).toBe(false);
+    let labelled = 0;
+    for (let seed = 1; seed <= 10; seed++) {
+      const result = await simulate({ seed, faultPhaseMs: 1_000, driftBeyondBound: true });
+      expect(result.violation).toBeNull();
+      expect(result.faults.driftMaxPpm).toBeLessThanOrEqual(2_000);
+      expect(result.driftBeyondBound).toBe(result.faults.driftMaxPpm > 200);
+      if (result.driftBeyondBound) labelled++;
+    }
+    expect(labelled).toBeGreaterThan(0);
+  });
+});
