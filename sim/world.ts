@@ -120,6 +120,7 @@ export class World {
   /** Whether faults are injected (false in the liveness phase). */
   faultsActive = true;
   readonly trace: string[] | null;
+  private readonly indexById: ReadonlyMap<string, number>;
   readonly stats = { messagesSent: 0, messagesDropped: 0, messagesDuplicated: 0, diskWrites: 0, crashes: 0, pauses: 0, partitions: 0, clockJumps: 0 };
 
   constructor(
@@ -130,6 +131,7 @@ export class World {
     traceEnabled: boolean,
   ) {
     this.trace = traceEnabled ? [] : null;
+    this.indexById = new Map(nodeIds.map((id, index) => [id, index]));
     this.nodes = nodeIds.map((id, index) => ({
       id,
       index,
@@ -236,8 +238,8 @@ export class World {
 
   private send(from: number, message: Message): void {
     this.onSend?.(this.node(from), message);
-    const to = this.nodes.findIndex((slot) => slot.id === message.to);
-    if (to < 0) return;
+    const to = this.indexById.get(message.to);
+    if (to === undefined) return;
     this.stats.messagesSent++;
     const bytes = this.encodeMessages ? encodeMessage(message) : null;
     const copies = this.faultsActive && this.chancePerMille(this.faults.duplicatePerMille) ? 2 : 1;
@@ -260,11 +262,11 @@ export class World {
     const slot = this.node(event.node);
     if (this.cutLinks.has(event.from * 1000 + event.node) || !slot.alive || slot.handler === null) {
       this.stats.messagesDropped++;
-      this.record(() => `drop ${this.node(event.from).id}->${slot.id} ${event.message.type}`);
+      if (this.trace !== null) this.record(() => `drop ${this.node(event.from).id}->${slot.id} ${event.message.type}`);
       return;
     }
     const message = event.bytes === null ? event.message : decodeMessage(event.bytes);
-    this.record(() => `recv ${this.node(event.from).id}->${slot.id} ${message.type} term=${message.term}`);
+    if (this.trace !== null) this.record(() => `recv ${this.node(event.from).id}->${slot.id} ${message.type} term=${message.term}`);
     slot.handler(message);
   }
 

@@ -163,6 +163,11 @@ export class Raft {
     return this.currentTerm;
   }
 
+  /** The candidate this node voted for in the current term, if any. */
+  vote(): NodeId | null {
+    return this.votedFor;
+  }
+
   /** The leader this node knows of in the current term, if any. */
   leader(): NodeId | null {
     return this.leaderId;

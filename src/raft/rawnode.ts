@@ -107,7 +107,7 @@ export class RawNode {
       this.raft.hasOutput() ||
       log.hasUnstableEntries() ||
       log.hasEntriesToApply() ||
-      !sameHardState(this.raft.hardState(), this.lastHardState) ||
+      this.hardStateChanged() ||
       this.softStateChanged()
     );
   }
@@ -151,6 +151,11 @@ export class RawNode {
     this.outstanding = null;
     if (outstanding.lastCommittedIndex !== null) this.raft.log.appliedTo(outstanding.lastCommittedIndex);
     this.raft.onPersisted();
+  }
+
+  private hardStateChanged(): boolean {
+    const last = this.lastHardState;
+    return this.raft.term() !== last.term || this.raft.vote() !== last.vote || this.raft.log.committed() !== last.commit;
   }
 
   private softStateChanged(): boolean {

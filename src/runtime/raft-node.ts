@@ -323,6 +323,7 @@ export class RaftNode<Result = unknown> {
 
   /** Fails every proposal whose deadline has passed (bounded by maxPendingProposals). */
   private expireProposals(): void {
+    if (this.pendingByRequest.size === 0 && this.pendingByIndex.size === 0) return;
     const nowMs = this.options.clock.nowMs();
     for (const pending of [...this.pendingByRequest.values(), ...this.pendingByIndex.values()]) {
       if (pending.deadlineMs > nowMs) continue;
