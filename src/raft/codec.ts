@@ -28,6 +28,8 @@ const TYPE_CODES = {
   HeartbeatResponse: 6,
   ProposeRequest: 7,
   ProposeResponse: 8,
+  ReadIndexRequest: 9,
+  ReadIndexResponse: 10,
 } as const satisfies Record<Message['type'], number>;
 
 const REFUSALS: readonly ProposalRefusal[] = ['NotLeader', 'ProposalDropped', 'ProposalTooLarge'];
@@ -55,13 +57,17 @@ export function encodeMessage(message: Message): Uint8Array {
     case 'AppendResponse':
       return packr.pack([...header, message.success, message.index, message.rejectHintIndex, message.rejectHintTerm]);
     case 'Heartbeat':
-      return packr.pack([...header, message.commit]);
+      return packr.pack([...header, message.commit, message.context]);
     case 'HeartbeatResponse':
-      return packr.pack(header);
+      return packr.pack([...header, message.context]);
     case 'ProposeRequest':
       return packr.pack([...header, message.requestId, message.data]);
     case 'ProposeResponse':
       return packr.pack([...header, message.requestId, message.index, message.entryTerm, message.refusal, message.leaderHint]);
+    case 'ReadIndexRequest':
+      return packr.pack([...header, message.requestId]);
+    case 'ReadIndexResponse':
+      return packr.pack([...header, message.requestId, message.index, message.refusal, message.leaderHint]);
   }
 }
 
@@ -126,11 +132,22 @@ export function validateMessage(value: unknown): Message {
       };
       break;
     case TYPE_CODES.Heartbeat:
-      message = { type: 'Heartbeat', ...header, commit: fields.integer('commit') as LogIndex };
+      message = { type: 'Heartbeat', ...header, commit: fields.integer('commit') as LogIndex, context: fields.integer('context') };
       break;
     case TYPE_CODES.HeartbeatResponse:
-      message = { type: 'HeartbeatResponse', ...header };
+      message = { type: 'HeartbeatResponse', ...header, context: fields.integer('context') };
       break;
+    case TYPE_CODES.ReadIndexRequest:
+      message = { type: 'ReadIndexRequest', ...header, requestId: fields.integer('requestId') };
+      break;
+    case TYPE_CODES.ReadIndexResponse: {
+      const requestId = fields.integer('requestId');
+      const index = fields.integer('index') as LogIndex;
+      const refusal = readRefusal(fields.any('refusal'));
+      const hint = fields.any('leaderHint');
+      message = { type: 'ReadIndexResponse', ...header, requestId, index, refusal, leaderHint: hint === null ? null : checkNodeId('leaderHint', hint) };
+      break;
+    }
     case TYPE_CODES.ProposeRequest:
       message = { type: 'ProposeRequest', ...header, requestId: fields.integer('requestId'), data: fields.bytes('data') };
       break;
@@ -138,13 +155,10 @@ export function validateMessage(value: unknown): Message {
       const requestId = fields.integer('requestId');
       const index = fields.integer('index') as LogIndex;
       const entryTerm = fields.integer('entryTerm') as Term;
-      const refusalValue = fields.any('refusal');
-      if (refusalValue !== null && (typeof refusalValue !== 'string' || !REFUSALS.includes(refusalValue as ProposalRefusal))) {
-        throw new DecodeError(`unknown refusal of type ${typeof refusalValue}`);
-      }
+      const refusal = readRefusal(fields.any('refusal'));
       const hint = fields.any('leaderHint');
       const leaderHint = hint === null ? null : checkNodeId('leaderHint', hint);
-      message = { type: 'ProposeResponse', ...header, requestId, index, entryTerm, refusal: refusalValue as ProposalRefusal | null, leaderHint };
+      message = { type: 'ProposeResponse', ...header, requestId, index, entryTerm, refusal, leaderHint };
       break;
     }
     default:
@@ -172,6 +186,12 @@ function readEntries(values: readonly unknown[], prevLogIndex: LogIndex, message
     entries.push({ index: index as LogIndex, term: entryTerm as Term, type, data });
   }
   return entries;
+}
+
+function readRefusal(value: unknown): ProposalRefusal | null {
+  if (value === null) return null;
+  if (typeof value !== 'string' || !REFUSALS.includes(value as ProposalRefusal)) throw new DecodeError(`unknown refusal of type ${typeof value}`);
+  return value as ProposalRefusal;
 }
 
 function checkNodeId(field: string, value: unknown): NodeId {

@@ -28,6 +28,8 @@ import {
   type ProposalRefusal,
   type ProposeRequest,
   type ProposeResponse,
+  type ReadIndexRequest,
+  type ReadIndexResponse,
   type Role,
   type Term,
   type VoteRequest,
@@ -65,6 +67,44 @@ export interface ForwardedProposalOutcome {
   readonly refusal: ProposalRefusal | null;
   readonly leaderHint: NodeId | null;
 }
+
+/**
+ * The outcome of a read-index request (thesis §6.4): once this node has applied up to `index`, a read
+ * of its state machine is linearizable. Refused reads carry a `refusal` and index 0.
+ */
+export interface ReadState {
+  readonly requestId: number;
+  readonly index: LogIndex;
+  readonly refusal: ProposalRefusal | null;
+  readonly leaderHint: NodeId | null;
+}
+
+/** What happened to a read handed to {@link Raft.readIndex}. */
+export type ReadIndexOutcome =
+  /** Queued; its {@link ReadState} arrives in a later Ready. */
+  | { readonly kind: 'Pending' }
+  | { readonly kind: 'Refused'; readonly refusal: ProposalRefusal; readonly leaderHint: NodeId | null };
+
+/** A read waiting at the leader. */
+interface PendingRead {
+  readonly requestId: number;
+  /** Where to deliver the read index: this node, or the follower that forwarded the read. */
+  readonly from: NodeId;
+}
+
+/** A group of reads confirmed by one heartbeat round. */
+interface ReadRound {
+  /** Heartbeat context of the round. */
+  readonly context: number;
+  /** The commit index when the reads arrived: their read index. */
+  readonly index: LogIndex;
+  readonly reads: PendingRead[];
+  /** Voters that answered a heartbeat of this round or a later one. */
+  readonly acks: Set<NodeId>;
+}
+
+/** Most reads a leader holds waiting for confirmation; more are refused (ProposalDropped). */
+const MAX_PENDING_READS = 100_000;
 
 /** Replication progress of one peer as reported in {@link RaftStatus}. */
 export interface PeerProgress {
@@ -128,6 +168,17 @@ export class Raft {
   private appendPending = false;
   /** Leader only: forwarded proposals already appended, so a duplicated request is not appended twice. */
   private readonly forwardedProposals: BoundedMap<string, { readonly index: LogIndex; readonly term: Term }>;
+
+  /** Leader only: reads that wait for the leader's first commit in its term (thesis §6.4 step 1). */
+  private readsAwaitingCommit: PendingRead[] = [];
+  /** Leader only: reads that arrived since the last heartbeat round was started. */
+  private readsUnsent: PendingRead[] = [];
+  /** Leader only: read rounds waiting for a quorum of heartbeat answers, oldest first. */
+  private readRounds: ReadRound[] = [];
+  /** Last heartbeat context used for a read round. */
+  private lastReadContext = 0;
+  /** Read indexes (or refusals) for this node's own reads. */
+  private readStates: ReadState[] = [];
 
   /** Messages that may be sent at once. */
   private outbox: Message[] = [];
@@ -213,19 +264,28 @@ export class Raft {
 
   /** Whether messages or proposal answers wait to be collected. */
   hasOutput(): boolean {
-    return this.appendPending || this.outbox.length > 0 || this.outboxAfterPersist.length > 0 || this.forwardedOutcomes.length > 0;
+    return (
+      this.appendPending ||
+      this.readsUnsent.length > 0 ||
+      this.outbox.length > 0 ||
+      this.outboxAfterPersist.length > 0 ||
+      this.forwardedOutcomes.length > 0 ||
+      this.readStates.length > 0
+    );
   }
 
   /** Takes the queued outputs. */
-  takeOutput(): { messages: Message[]; messagesAfterPersist: Message[]; forwardedOutcomes: ForwardedProposalOutcome[] } {
+  takeOutput(): { messages: Message[]; messagesAfterPersist: Message[]; forwardedOutcomes: ForwardedProposalOutcome[]; readStates: ReadState[] } {
     if (this.appendPending) {
       this.appendPending = false;
       if (this.currentRole === 'Leader') this.broadcastAppend(false);
     }
-    const output = { messages: this.outbox, messagesAfterPersist: this.outboxAfterPersist, forwardedOutcomes: this.forwardedOutcomes };
+    if (this.readsUnsent.length > 0 && this.currentRole === 'Leader') this.startReadRound();
+    const output = { messages: this.outbox, messagesAfterPersist: this.outboxAfterPersist, forwardedOutcomes: this.forwardedOutcomes, readStates: this.readStates };
     this.outbox = [];
     this.outboxAfterPersist = [];
     this.forwardedOutcomes = [];
+    this.readStates = [];
     return output;
   }
 
@@ -238,7 +298,10 @@ export class Raft {
     if (this.currentRole !== 'Leader') return;
     const own = this.progress.get(this.id);
     invariant(own !== undefined, 'leader has no progress for itself');
-    if (own.maybeUpdate(this.log.stable()) && this.maybeCommit()) this.broadcastAppend(true);
+    if (own.maybeUpdate(this.log.stable()) && this.maybeCommit()) {
+      this.broadcastAppend(true);
+      this.releaseReadsAwaitingCommit();
+    }
   }
 
   // ---------------------------------------------------------------------------------------------
@@ -275,6 +338,22 @@ export class Raft {
   }
 
   /**
+   * Asks for a linearizable read (thesis §6.4). The leader records its commit index, confirms it is
+   * still the leader with a heartbeat round, and reports the index as a {@link ReadState}; a
+   * follower forwards the request to the leader it knows. Once the node has applied up to the
+   * index, reading its state machine is linearizable.
+   */
+  readIndex(requestId: number): ReadIndexOutcome {
+    if (this.currentRole === 'Leader') {
+      const refusal = this.acceptRead({ requestId, from: this.id });
+      return refusal === null ? { kind: 'Pending' } : { kind: 'Refused', refusal, leaderHint: this.id };
+    }
+    if (this.leaderId === null) return { kind: 'Refused', refusal: 'ProposalDropped', leaderHint: null };
+    this.send({ type: 'ReadIndexRequest', from: this.id, to: this.leaderId, term: 0 as Term, requestId });
+    return { kind: 'Pending' };
+  }
+
+  /**
    * Processes one message from a peer. Messages not addressed to this node, or from a node that is
    * not a member, are ignored: a stray sender must not be able to raise the term or claim leadership.
    */
@@ -283,6 +362,14 @@ export class Raft {
     if (!this.config.voters.includes(message.from)) return;
     if (message.type === 'ProposeRequest') {
       this.handleProposeRequest(message);
+      return;
+    }
+    if (message.type === 'ReadIndexRequest') {
+      this.handleReadIndexRequest(message);
+      return;
+    }
+    if (message.type === 'ReadIndexResponse') {
+      this.readStates.push({ requestId: message.requestId, index: message.index, refusal: message.refusal, leaderHint: message.leaderHint });
       return;
     }
     if (message.type === 'ProposeResponse') {
@@ -315,7 +402,7 @@ export class Raft {
         this.handleAppendResponse(message);
         return;
       case 'HeartbeatResponse':
-        this.handleHeartbeatResponse(message.from);
+        this.handleHeartbeatResponse(message.from, message.context);
         return;
       default:
         assertNever(message, 'message type');
@@ -327,7 +414,7 @@ export class Raft {
   // request"; "If a server's current term is smaller than the other's, it updates its term")
 
   /** Applies the term rules. Returns whether the message should be processed further. */
-  private checkTerm(message: Exclude<Message, ProposeRequest | ProposeResponse>): boolean {
+  private checkTerm(message: Exclude<Message, ProposeRequest | ProposeResponse | ReadIndexRequest | ReadIndexResponse>): boolean {
     if (message.term > this.currentTerm) {
       if (message.type === 'VoteRequest' && this.inLeaderLease(message.preVote)) {
         // Thesis §4.2.3: while a leader is heard from, a vote request comes from a node that cannot
@@ -428,6 +515,7 @@ export class Raft {
     this.progress.clear();
     this.uncommittedBytes = 0;
     this.appendPending = false;
+    this.failPendingReads();
   }
 
   private drawElectionTimeout(): number {
@@ -598,7 +686,7 @@ export class Raft {
   private handleHeartbeat(heartbeat: Heartbeat): void {
     if (this.currentRole !== 'Follower') return;
     this.log.commitTo(Math.min(heartbeat.commit, this.log.lastIndex()) as LogIndex);
-    this.sendAfterPersist({ type: 'HeartbeatResponse', from: this.id, to: heartbeat.from, term: this.currentTerm });
+    this.sendAfterPersist({ type: 'HeartbeatResponse', from: this.id, to: heartbeat.from, term: this.currentTerm, context: heartbeat.context });
   }
 
   // ---------------------------------------------------------------------------------------------
@@ -628,17 +716,19 @@ export class Raft {
     else pr.inflights.freeUpTo(response.index);
     if (this.maybeCommit()) {
       this.broadcastAppend(true);
+      this.releaseReadsAwaitingCommit();
     } else if (wasPaused || pr.next <= this.log.lastIndex()) {
       // The window opened: stream what the follower still lacks.
       this.sendAppend(response.from, false);
     }
   }
 
-  private handleHeartbeatResponse(from: NodeId): void {
+  private handleHeartbeatResponse(from: NodeId, context: number): void {
     if (this.currentRole !== 'Leader') return;
     const pr = this.progress.get(from);
     if (pr === undefined) return;
     pr.recentActive = true;
+    if (context > 0) this.acknowledgeReads(from, context);
     // A heartbeat round trip ends a probe that may have been lost, and opens a full window by one:
     // if the whole window was lost, the next append is rejected and the leader rewinds to `match`.
     pr.probeSent = false;
@@ -704,7 +794,7 @@ export class Raft {
     return true;
   }
 
-  private broadcastHeartbeat(): void {
+  private broadcastHeartbeat(context = 0): void {
     const committed = this.log.committed();
     for (const [peer, pr] of this.progress) {
       if (peer === this.id) continue;
@@ -714,6 +804,7 @@ export class Raft {
         to: peer,
         term: this.currentTerm,
         commit: Math.min(pr.match, committed) as LogIndex,
+        context,
       });
     }
   }
@@ -766,6 +857,92 @@ export class Raft {
     }
     this.forwardedProposals.set(key, appended);
     this.send(answer(appended.index, appended.term, null));
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Linearizable reads (thesis §6.4)
+
+  /** Queues a read at the leader; returns a refusal when it cannot be taken. */
+  private acceptRead(read: PendingRead): ProposalRefusal | null {
+    let queued = this.readsAwaitingCommit.length + this.readsUnsent.length;
+    for (const round of this.readRounds) queued += round.reads.length;
+    if (queued >= MAX_PENDING_READS) return 'ProposalDropped';
+    // Step 1: until the leader has committed an entry of its own term it does not know the cluster's
+    // commit index (its no-op commits it).
+    if (this.log.termAt(this.log.committed()) !== this.currentTerm) this.readsAwaitingCommit.push(read);
+    else this.readsUnsent.push(read);
+    return null;
+  }
+
+  private releaseReadsAwaitingCommit(): void {
+    if (this.readsAwaitingCommit.length === 0 || this.log.termAt(this.log.committed()) !== this.currentTerm) return;
+    this.readsUnsent.push(...this.readsAwaitingCommit);
+    this.readsAwaitingCommit = [];
+  }
+
+  /**
+   * Steps 2–3: record the commit index as the reads' index, and confirm leadership with a heartbeat
+   * round that starts after the reads arrived. A single-voter cluster needs no confirmation.
+   */
+  private startReadRound(): void {
+    const reads = this.readsUnsent;
+    this.readsUnsent = [];
+    const round: ReadRound = { context: ++this.lastReadContext, index: this.log.committed(), reads, acks: new Set([this.id]) };
+    this.readRounds.push(round);
+    if (this.config.voters.length > 1) this.broadcastHeartbeat(round.context);
+    this.releaseConfirmedReads();
+  }
+
+  /** A heartbeat answer for round `context` confirms that round and every earlier one. */
+  private acknowledgeReads(from: NodeId, context: number): void {
+    for (const round of this.readRounds) {
+      if (round.context > context) break;
+      round.acks.add(from);
+    }
+    this.releaseConfirmedReads();
+  }
+
+  private releaseConfirmedReads(): void {
+    const quorum = quorumSize(this.config.voters.length);
+    // Bounded by the number of rounds; each released round is removed.
+    while (this.readRounds.length > 0) {
+      const round = this.readRounds[0];
+      if (round === undefined) break;
+      let acks = 0;
+      for (const voter of this.config.voters) if (round.acks.has(voter)) acks++;
+      if (acks < quorum) break;
+      this.readRounds.shift();
+      for (const read of round.reads) this.answerRead(read, round.index, null);
+    }
+  }
+
+  private answerRead(read: PendingRead, index: LogIndex, refusal: ProposalRefusal | null): void {
+    if (read.from === this.id) {
+      this.readStates.push({ requestId: read.requestId, index, refusal, leaderHint: this.leaderId });
+      return;
+    }
+    const response: ReadIndexResponse = { type: 'ReadIndexResponse', from: this.id, to: read.from, term: 0 as Term, requestId: read.requestId, index, refusal, leaderHint: this.leaderId };
+    this.send(response);
+  }
+
+  /** Leadership ended or changed: every read waiting here is refused (its client may retry). */
+  private failPendingReads(): void {
+    if (this.readsAwaitingCommit.length === 0 && this.readsUnsent.length === 0 && this.readRounds.length === 0) return;
+    const reads = [...this.readsAwaitingCommit, ...this.readsUnsent, ...this.readRounds.flatMap((round) => round.reads)];
+    this.readsAwaitingCommit = [];
+    this.readsUnsent = [];
+    this.readRounds = [];
+    for (const read of reads) this.answerRead(read, 0 as LogIndex, 'NotLeader');
+  }
+
+  private handleReadIndexRequest(request: ReadIndexRequest): void {
+    const read: PendingRead = { requestId: request.requestId, from: request.from };
+    if (this.currentRole !== 'Leader') {
+      this.answerRead(read, 0 as LogIndex, 'NotLeader');
+      return;
+    }
+    const refusal = this.acceptRead(read);
+    if (refusal !== null) this.answerRead(read, 0 as LogIndex, refusal);
   }
 
   // ---------------------------------------------------------------------------------------------

@@ -5,7 +5,7 @@
  * @module
  */
 import { invariant } from './errors.js';
-import { Raft, type ForwardedProposalOutcome, type ProposeOutcome, type RaftInit, type RaftStatus } from './raft.js';
+import { Raft, type ForwardedProposalOutcome, type ProposeOutcome, type RaftInit, type RaftStatus, type ReadIndexOutcome, type ReadState } from './raft.js';
 import type { Entry, HardState, LogIndex, Message, NodeId, Role } from './types.js';
 
 /** Role and leader, reported when they change. Volatile: never persisted. */
@@ -40,6 +40,8 @@ export interface Ready {
   readonly committedEntries: readonly Entry[];
   /** Answers from the leader to proposals this node forwarded. */
   readonly forwardedOutcomes: readonly ForwardedProposalOutcome[];
+  /** Read indexes (or refusals) for this node's {@link RawNode.readIndex} requests. */
+  readonly readStates: readonly ReadState[];
   /** Whether steps 2 needs a durable write (a hard state or entries to persist). */
   readonly mustPersist: boolean;
 }
@@ -87,6 +89,11 @@ export class RawNode {
   /** Offers data for the log; see {@link Raft.propose}. */
   propose(data: Uint8Array, requestId = 0): ProposeOutcome {
     return this.raft.propose(data, requestId);
+  }
+
+  /** Asks for a linearizable read index; see {@link Raft.readIndex}. */
+  readIndex(requestId: number): ReadIndexOutcome {
+    return this.raft.readIndex(requestId);
   }
 
   /** Campaigns at once instead of waiting for the election timeout. */
@@ -140,6 +147,7 @@ export class RawNode {
       messagesAfterPersist: output.messagesAfterPersist,
       committedEntries,
       forwardedOutcomes: output.forwardedOutcomes,
+      readStates: output.readStates,
       mustPersist: hardState !== null || entries.length > 0,
     };
   }

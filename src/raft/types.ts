@@ -106,11 +106,36 @@ export interface AppendResponse extends MessageHeader {
 export interface Heartbeat extends MessageHeader {
   readonly type: 'Heartbeat';
   readonly commit: LogIndex;
+  /**
+   * Read-index round this heartbeat confirms leadership for (thesis §6.4), echoed in the response;
+   * 0 when the heartbeat carries no read.
+   */
+  readonly context: number;
 }
 
 /** Answer to a {@link Heartbeat}; tells the leader the follower is alive (CheckQuorum). */
 export interface HeartbeatResponse extends MessageHeader {
   readonly type: 'HeartbeatResponse';
+  /** The heartbeat's `context`. */
+  readonly context: number;
+}
+
+/** A follower asking the leader for a read index on behalf of its client (thesis §6.4). */
+export interface ReadIndexRequest extends MessageHeader {
+  readonly type: 'ReadIndexRequest';
+  /** Chosen by the origin node; unique among its outstanding reads. */
+  readonly requestId: number;
+}
+
+/** The leader's answer to a {@link ReadIndexRequest}. */
+export interface ReadIndexResponse extends MessageHeader {
+  readonly type: 'ReadIndexResponse';
+  readonly requestId: number;
+  /** The read index when granted; 0 when refused. */
+  readonly index: LogIndex;
+  /** Null when granted. */
+  readonly refusal: ProposalRefusal | null;
+  readonly leaderHint: NodeId | null;
 }
 
 /** A follower forwarding a client proposal to the leader it knows. */
@@ -146,7 +171,9 @@ export type Message =
   | Heartbeat
   | HeartbeatResponse
   | ProposeRequest
-  | ProposeResponse;
+  | ProposeResponse
+  | ReadIndexRequest
+  | ReadIndexResponse;
 
 /** The `type` tag of a {@link Message}. */
 export type MessageType = Message['type'];

@@ -23,6 +23,7 @@ import {
   type RaftConfig,
   type RaftOptions,
   type Ready,
+  type ReadState,
   type Role,
   type Term,
 } from '../raft/index.js';
@@ -88,7 +89,7 @@ export interface RaftNodeStatus {
   readonly appliedIndex: LogIndex;
   /** Leader only: each voter's match index and replication state. */
   readonly followers: Readonly<Record<string, PeerProgress>>;
-  /** Proposals awaiting an outcome. */
+  /** Proposals and reads awaiting an outcome. */
   readonly pendingProposals: number;
 }
 
@@ -102,6 +103,17 @@ interface PendingProposal<Result> {
   readonly abortCleanup: (() => void) | null;
   index: LogIndex | null;
   term: Term | null;
+}
+
+interface PendingRead {
+  readonly resolve: (index: LogIndex) => void;
+  readonly reject: (error: unknown) => void;
+  readonly deadlineMs: number;
+  readonly timeoutMs: number;
+  readonly requestId: number;
+  readonly abortCleanup: (() => void) | null;
+  /** The read index once the leader granted it; the read completes when this node applied it. */
+  index: LogIndex | null;
 }
 
 /** How many applied results are kept to answer a forwarded proposal whose entry applied first. */
@@ -146,6 +158,7 @@ export class RaftNode<Result = unknown> {
 
   private readonly pendingByRequest = new Map<number, PendingProposal<Result>>();
   private readonly pendingByIndex = new Map<LogIndex, PendingProposal<Result>>();
+  private readonly pendingReads = new Map<number, PendingRead>();
   /** Results of the last applied entries, for forwarded proposals whose answer arrives late. */
   private readonly recentResults = new BoundedMap<LogIndex, { readonly term: Term; readonly result: Result }>(RECENT_RESULTS_KEPT);
   private appliedIndex: LogIndex;
@@ -245,6 +258,49 @@ export class RaftNode<Result = unknown> {
     return promise;
   }
 
+  /**
+   * A linearizable read barrier (thesis §6.4): resolves with a read index once this node has applied
+   * up to it, so that reading the state machine right afterwards observes every write that completed
+   * before the call. Works on any node (followers ask the leader). Rejects like {@link propose}:
+   * `NotLeader`, `ProposalDropped` (no leader known; safe to retry), `Timeout`, `Stopped`.
+   *
+   * @example
+   * ```ts
+   * await node.readIndex();
+   * const value = myStateMachine.get('key'); // linearizable
+   * ```
+   */
+  readIndex(options: ProposeOptions = {}): Promise<LogIndex> {
+    if (this.stopped) return Promise.reject(new StoppedError());
+    if (options.signal?.aborted === true) return Promise.reject(abortReason(options.signal));
+    if (this.pendingByRequest.size + this.pendingByIndex.size + this.pendingReads.size >= this.maxPendingProposals) {
+      return Promise.reject(new RaftLeaseError('TooManyPendingProposals', `${this.maxPendingProposals} requests already await an outcome; wait for some to settle`));
+    }
+    const timeoutMs = options.timeoutMs ?? this.proposalTimeoutMs;
+    const requestId = this.nextRequestId++;
+    const outcome = this.guard(() => this.rawNode.readIndex(requestId));
+    if (outcome === undefined) return Promise.reject(new StoppedError('the node failed'));
+    if (outcome.kind === 'Refused') return Promise.reject(this.refusalError(outcome.refusal, outcome.leaderHint, 0));
+    const promise = new Promise<LogIndex>((resolve, reject) => {
+      const signal = options.signal;
+      let abortCleanup: (() => void) | null = null;
+      if (signal !== undefined) {
+        const onAbort = (): void => {
+          this.forgetRead(read);
+          reject(abortReason(signal));
+        };
+        signal.addEventListener('abort', onAbort, { once: true });
+        abortCleanup = () => {
+          signal.removeEventListener('abort', onAbort);
+        };
+      }
+      const read: PendingRead = { resolve, reject, requestId, index: null, deadlineMs: this.options.clock.nowMs() + timeoutMs, timeoutMs, abortCleanup };
+      this.pendingReads.set(requestId, read);
+    });
+    this.pump();
+    return promise;
+  }
+
   /** The node's current state. */
   status(): RaftNodeStatus {
     const status = this.rawNode.status();
@@ -259,7 +315,7 @@ export class RaftNode<Result = unknown> {
       commitIndex: status.commitIndex,
       appliedIndex: this.appliedIndex,
       followers,
-      pendingProposals: this.pendingByIndex.size + this.pendingByRequest.size,
+      pendingProposals: this.pendingByIndex.size + this.pendingByRequest.size + this.pendingReads.size,
     };
   }
 
@@ -323,8 +379,13 @@ export class RaftNode<Result = unknown> {
 
   /** Fails every proposal whose deadline has passed (bounded by maxPendingProposals). */
   private expireProposals(): void {
-    if (this.pendingByRequest.size === 0 && this.pendingByIndex.size === 0) return;
     const nowMs = this.options.clock.nowMs();
+    for (const read of [...this.pendingReads.values()]) {
+      if (read.deadlineMs > nowMs) continue;
+      this.forgetRead(read);
+      read.reject(new ProposalTimeoutError(read.timeoutMs));
+    }
+    if (this.pendingByRequest.size === 0 && this.pendingByIndex.size === 0) return;
     for (const pending of [...this.pendingByRequest.values(), ...this.pendingByIndex.values()]) {
       if (pending.deadlineMs > nowMs) continue;
       this.forget(pending);
@@ -420,6 +481,7 @@ export class RaftNode<Result = unknown> {
       // Votes and acknowledgements promise durable state: only now may they leave.
       for (const message of ready.messagesAfterPersist) this.options.transport.send(message);
       for (const outcome of ready.forwardedOutcomes) this.onForwardedOutcome(outcome);
+      for (const state of ready.readStates) this.onReadState(state);
     }
     const entries = ready.committedEntries;
     for (let position = from; position < entries.length; position++) {
@@ -442,8 +504,35 @@ export class RaftNode<Result = unknown> {
       this.appliedIndex = entry.index;
       if (this.stopped) return false;
     }
+    this.completeReads();
     this.rawNode.advance();
     return true;
+  }
+
+  private onReadState(state: ReadState): void {
+    const read = this.pendingReads.get(state.requestId);
+    if (read === undefined) return;
+    if (state.refusal !== null) {
+      this.forgetRead(read);
+      read.reject(this.refusalError(state.refusal, state.leaderHint, 0));
+      return;
+    }
+    read.index = state.index;
+  }
+
+  /** Resolves every granted read whose index this node has applied. */
+  private completeReads(): void {
+    if (this.pendingReads.size === 0) return;
+    for (const read of [...this.pendingReads.values()]) {
+      if (read.index === null || read.index > this.appliedIndex) continue;
+      this.forgetRead(read);
+      read.resolve(read.index);
+    }
+  }
+
+  private forgetRead(read: PendingRead): void {
+    read.abortCleanup?.();
+    this.pendingReads.delete(read.requestId);
   }
 
   /**
@@ -543,6 +632,10 @@ export class RaftNode<Result = unknown> {
     for (const pending of [...this.pendingByRequest.values(), ...this.pendingByIndex.values()]) {
       this.forget(pending);
       pending.reject(error);
+    }
+    for (const read of [...this.pendingReads.values()]) {
+      this.forgetRead(read);
+      read.reject(error);
     }
   }
 

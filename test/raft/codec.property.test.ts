@@ -80,8 +80,17 @@ const appendResponseArb = fc.record({
   rejectHintIndex: indexArb,
   rejectHintTerm: termArb,
 });
-const heartbeatArb = fc.record({ type: fc.constant('Heartbeat' as const), ...header, commit: indexArb });
-const heartbeatResponseArb = fc.record({ type: fc.constant('HeartbeatResponse' as const), ...header });
+const heartbeatArb = fc.record({ type: fc.constant('Heartbeat' as const), ...header, commit: indexArb, context: natArb });
+const heartbeatResponseArb = fc.record({ type: fc.constant('HeartbeatResponse' as const), ...header, context: natArb });
+const readIndexRequestArb = fc.record({ type: fc.constant('ReadIndexRequest' as const), ...header, requestId: natArb });
+const readIndexResponseArb = fc.record({
+  type: fc.constant('ReadIndexResponse' as const),
+  ...header,
+  requestId: natArb,
+  index: indexArb,
+  refusal: refusalArb,
+  leaderHint: fc.option(idArb, { nil: null }),
+});
 const proposeRequestArb = fc.record({ type: fc.constant('ProposeRequest' as const), ...header, requestId: natArb, data: bytesArb });
 const proposeResponseArb = fc.record({
   type: fc.constant('ProposeResponse' as const),
@@ -102,6 +111,8 @@ const messageArb: fc.Arbitrary<Message> = fc.oneof(
   heartbeatResponseArb,
   proposeRequestArb,
   proposeResponseArb,
+  readIndexRequestArb,
+  readIndexResponseArb,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -114,8 +125,15 @@ const FIELDS: Record<Message['type'], Record<string, (value: unknown) => boolean
   VoteResponse: { preVote: (v) => typeof v === 'boolean', granted: (v) => typeof v === 'boolean' },
   AppendRequest: { prevLogIndex: isNat, prevLogTerm: isNat, leaderCommit: isNat, entries: Array.isArray },
   AppendResponse: { success: (v) => typeof v === 'boolean', index: isNat, rejectHintIndex: isNat, rejectHintTerm: isNat },
-  Heartbeat: { commit: isNat },
-  HeartbeatResponse: {},
+  Heartbeat: { commit: isNat, context: isNat },
+  HeartbeatResponse: { context: isNat },
+  ReadIndexRequest: { requestId: isNat },
+  ReadIndexResponse: {
+    requestId: isNat,
+    index: isNat,
+    refusal: (v) => v === null || v === 'NotLeader' || v === 'ProposalDropped' || v === 'ProposalTooLarge',
+    leaderHint: (v) => v === null || isId(v),
+  },
   ProposeRequest: { requestId: isNat, data: (v) => v instanceof Uint8Array },
   ProposeResponse: {
     requestId: isNat,
@@ -359,10 +377,12 @@ describe('hostile input', () => {
     2: ['bool', 'bool'],
     3: ['nat', 'nat', 'nat', 'entries'],
     4: ['bool', 'nat', 'nat', 'nat'],
-    5: ['nat'],
-    6: [],
+    5: ['nat', 'nat'],
+    6: ['nat'],
     7: ['nat', 'bin'],
     8: ['nat', 'nat', 'nat', 'refusal', 'hint'],
+    9: ['nat'],
+    10: ['nat', 'nat', 'refusal', 'hint'],
   };
   /** Values that are not valid for a field of each kind (BigInt refusals are the separate test below). */
   const BAD_VALUES: Record<FieldKind | 'id', unknown[]> = {
@@ -385,7 +405,7 @@ describe('hostile input', () => {
   const breakageArb: fc.Arbitrary<Breakage> = fc.oneof(
     fc.record({ kind: fc.constant('field' as const), at: fc.nat(), pick: fc.nat() }),
     fc.record({ kind: fc.constant('header' as const), at: fc.nat(), pick: fc.nat() }),
-    fc.record({ kind: fc.constant('typeCode' as const), code: fc.oneof(fc.constantFrom(0, 9, 255), fc.integer({ min: 9, max: 2 ** 40 })) }),
+    fc.record({ kind: fc.constant('typeCode' as const), code: fc.oneof(fc.constantFrom(0, 11, 255), fc.integer({ min: 11, max: 2 ** 40 })) }),
     fc.record({ kind: fc.constant('extraField' as const), value: fc.nat() }),
     fc.constant<Breakage>({ kind: 'missingField' }),
     fc.record({

@@ -426,7 +426,7 @@ describe('§5.1 terms', () => {
 
   it('a heartbeat with a stale term neither advances the commit index nor names a leader', () => {
     const node = makeNode({ logTerms: [1, 1], currentTerm: 3 });
-    stepAndDrain(node, { type: 'Heartbeat', from: nodeId('n2'), to: nodeId('n1'), term: term(2), commit: logIndex(2) });
+    stepAndDrain(node, { type: 'Heartbeat', from: nodeId('n2'), to: nodeId('n1'), term: term(2), commit: logIndex(2), context: 0 });
     expect(node.status()).toMatchObject({ term: 3, leader: null, commitIndex: 0 });
   });
 

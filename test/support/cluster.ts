@@ -14,6 +14,7 @@ import {
   type Message,
   type NodeId,
   type RaftOptions,
+  type ReadState,
   type Term,
 } from '../../src/raft/index.js';
 
@@ -33,6 +34,8 @@ export class TestCluster {
   readonly applied = new Map<NodeId, Entry[]>();
   /** Answers each node received to the proposals it forwarded, in arrival order. */
   readonly forwardedOutcomes = new Map<NodeId, ForwardedProposalOutcome[]>();
+  /** Read states each node reported, in order. */
+  readonly readStates = new Map<NodeId, ReadState[]>();
   /** Messages sent and not yet delivered, in send order. */
   queue: Message[] = [];
   /** Request ids of forwarded proposals; unique per cluster. */
@@ -92,6 +95,11 @@ export class TestCluster {
       }
       this.queue.push(...ready.messagesAfterPersist);
       this.applied.get(id as NodeId)?.push(...ready.committedEntries);
+      if (ready.readStates.length > 0) {
+        const states = this.readStates.get(id as NodeId) ?? [];
+        states.push(...ready.readStates);
+        this.readStates.set(id as NodeId, states);
+      }
       if (ready.forwardedOutcomes.length > 0) {
         const outcomes = this.forwardedOutcomes.get(id as NodeId) ?? [];
         outcomes.push(...ready.forwardedOutcomes);
@@ -205,9 +213,13 @@ export function describeMessage(message: Message): string {
         ? `${head} ok index=${message.index}`
         : `${head} reject index=${message.index} hint=${message.rejectHintIndex}@${message.rejectHintTerm}`;
     case 'Heartbeat':
-      return `${head} commit=${message.commit}`;
+      return `${head} commit=${message.commit}${message.context === 0 ? '' : ` read=${message.context}`}`;
     case 'HeartbeatResponse':
-      return head;
+      return `${head}${message.context === 0 ? '' : ` read=${message.context}`}`;
+    case 'ReadIndexRequest':
+      return `${head} request=${message.requestId}`;
+    case 'ReadIndexResponse':
+      return `${head} request=${message.requestId} ${message.refusal ?? `index=${message.index}`}`;
     case 'ProposeRequest':
       return `${head} request=${message.requestId} data=${new TextDecoder().decode(message.data)}`;
     case 'ProposeResponse':
