@@ -60,6 +60,11 @@ export function decodeKvCommand(bytes: Uint8Array): KvCommand | null {
 export class KvStateMachine implements StateMachine<KvResult | null> {
   private readonly values = new Map<string, KvValue>();
 
+  /** The current value of `key` on this replica (for reads served after a read index). */
+  get(key: string): KvValue {
+    return this.values.get(key) ?? null;
+  }
+
   apply(command: Uint8Array): KvResult | null {
     const decoded = decodeKvCommand(command);
     if (decoded === null) return null;
@@ -83,6 +88,8 @@ export class KvStateMachine implements StateMachine<KvResult | null> {
 export interface KvNodeAccess {
   /** Proposes on node `index`, or returns null if that node is down. */
   propose(index: number, command: Uint8Array, timeoutMs: number): Promise<{ readonly result: KvResult | null }> | null;
+  /** A linearizable read of `key` on node `index` (ReadIndex), or null if that node is down. */
+  read(index: number, key: string, timeoutMs: number): Promise<KvValue> | null;
   nodeCount(): number;
 }
 
@@ -105,10 +112,12 @@ export interface KvWorkloadOptions {
   readonly timeoutMs: number;
   /** Pause between a client's operations: uniform in [0, thinkMaxMs]. */
   readonly thinkMaxMs: number;
+  /** Serve reads through the log (true) instead of ReadIndex (false, the default). */
+  readonly readsThroughLog: boolean;
 }
 
 /** Default workload shape: a handful of clients contending on a few keys. */
-export const DEFAULT_KV_WORKLOAD: KvWorkloadOptions = Object.freeze({ clients: 4, keys: 3, timeoutMs: 1_000, thinkMaxMs: 50 });
+export const DEFAULT_KV_WORKLOAD: KvWorkloadOptions = Object.freeze({ clients: 4, keys: 3, timeoutMs: 1_000, thinkMaxMs: 50, readsThroughLog: false });
 
 interface Outstanding {
   readonly process: number;
@@ -183,6 +192,10 @@ export class KvWorkload {
     const op: Outstanding = { process, node, f: command.f, key, invokeValue, settled: false };
     this.history.push({ process, type: 'invoke', f: command.f, key, value: invokeValue, time: this.world.nowNs() });
     this.outstanding.add(op);
+    if (command.f === 'read' && !this.options.readsThroughLog) {
+      this.readViaReadIndex(op, process, node, key);
+      return;
+    }
     const pending = this.access.propose(node, encodeKvCommand(command), this.options.timeoutMs);
     if (pending === null) {
       // The node is down: the request was refused before it was sent.
@@ -205,6 +218,28 @@ export class KvWorkload {
         this.complete(op, definite ? 'fail' : 'info', op.f === 'read' ? null : invokeValue);
         // After an indeterminate outcome the client carries on as a new process.
         this.scheduleNext(definite ? process : this.nextProcess++);
+      },
+    );
+  }
+
+  private readViaReadIndex(op: Outstanding, process: number, node: number, key: string): void {
+    const pending = this.access.read(node, key, this.options.timeoutMs);
+    if (pending === null) {
+      this.complete(op, 'fail', null);
+      this.scheduleNext(process);
+      return;
+    }
+    pending.then(
+      (value) => {
+        if (op.settled) return;
+        this.complete(op, 'ok', value);
+        this.scheduleNext(process);
+      },
+      () => {
+        if (op.settled) return;
+        // A read that did not complete changed nothing, whatever the reason.
+        this.complete(op, 'fail', null);
+        this.scheduleNext(process);
       },
     );
   }

@@ -121,6 +121,8 @@ export class Simulation {
   private readonly world: World;
   private readonly checker = new SafetyChecker();
   private readonly rafts: (RaftNode | null)[];
+  /** The kv state machine of each node's current incarnation (kv workload only). */
+  private readonly kvMachines: (KvStateMachine | null)[];
   private readonly workload: KvWorkload | null;
   private readonly nodeCount: number;
   private readonly faults: FaultConfig;
@@ -146,6 +148,7 @@ export class Simulation {
     const ids = Array.from({ length: this.nodeCount }, (_, index) => `n${index + 1}`);
     this.world = new World(prng, this.faults, ids, options.encodeMessages ?? true, options.trace ?? false);
     this.rafts = ids.map(() => null);
+    this.kvMachines = ids.map(() => null);
     this.world.onSend = (slot, message) => {
       this.checker.onSend(slot.id, message, slot.disk.hardState, slot.disk.entries.length);
     };
@@ -165,6 +168,12 @@ export class Simulation {
             },
             {
               nodeCount: () => this.nodeCount,
+              read: (index, key, timeoutMs) => {
+                const raft = this.rafts[index];
+                const machine = this.kvMachines[index];
+                if (raft === null || raft === undefined || machine === null || machine === undefined) return null;
+                return raft.readIndex({ timeoutMs }).then(() => machine.get(key));
+              },
               propose: (index, command, timeoutMs) =>
                 (this.rafts[index]?.propose(command, { timeoutMs }) as Promise<{ readonly result: KvResult | null }> | undefined) ?? null,
             },
@@ -364,7 +373,8 @@ export class Simulation {
     const slot = world.node(index);
     slot.alive = true;
     const incarnation = slot.incarnation;
-    const machine: StateMachine = this.options.createStateMachine?.(slot.id) ?? new KvStateMachine();
+    const kvMachine = this.options.createStateMachine === undefined ? new KvStateMachine() : null;
+    const machine: StateMachine = kvMachine ?? this.options.createStateMachine?.(slot.id) ?? new KvStateMachine();
     world.record(() => `start ${slot.id} incarnation=${incarnation}`);
     RaftNode.start<unknown>({
       id: slot.id,
@@ -392,7 +402,9 @@ export class Simulation {
       },
     }).then(
       (node) => {
-        if (slot.incarnation === incarnation) this.rafts[index] = node;
+        if (slot.incarnation !== incarnation) return;
+        this.rafts[index] = node;
+        this.kvMachines[index] = kvMachine;
       },
       (error: unknown) => {
         this.violation ??= { property: 'NodeFailure', message: `${slot.id} failed to start: ${String(error)}`, nodes: [slot.id], step: world.steps, timeNs: world.nowNs };
@@ -418,6 +430,7 @@ export class Simulation {
     slot.timers.clear();
     slot.pausedUntilNs = 0;
     this.rafts[index] = null;
+    this.kvMachines[index] = null;
     // The write in progress may be torn: a prefix of its entries reached the disk, or all of it did
     // and only the acknowledgement was lost. Later writes never started.
     const interrupted = slot.disk.inFlight[0];

@@ -53,13 +53,25 @@ export interface RaftOptions {
  * - `VoteWithoutUpToDateCheck`: grant votes without the log comparison (§5.4.1).
  * - `ReplyBeforePersistingVote`: send a granted vote before the vote is durable.
  * - `SkipConflictTruncation`: keep conflicting entries instead of truncating them (§5.3).
+ * - `ReadWithoutLeadershipCheck`: answer reads from the commit index without a heartbeat round (§6.4).
  *
  * @internal
  */
-export type InjectedBug = 'CommitPreviousTermByCounting' | 'VoteWithoutUpToDateCheck' | 'ReplyBeforePersistingVote' | 'SkipConflictTruncation';
+export type InjectedBug =
+  | 'CommitPreviousTermByCounting'
+  | 'VoteWithoutUpToDateCheck'
+  | 'ReplyBeforePersistingVote'
+  | 'SkipConflictTruncation'
+  | 'ReadWithoutLeadershipCheck';
 
 /** Every {@link InjectedBug}. @internal */
-export const INJECTED_BUGS: readonly InjectedBug[] = ['CommitPreviousTermByCounting', 'VoteWithoutUpToDateCheck', 'ReplyBeforePersistingVote', 'SkipConflictTruncation'];
+export const INJECTED_BUGS: readonly InjectedBug[] = [
+  'CommitPreviousTermByCounting',
+  'VoteWithoutUpToDateCheck',
+  'ReplyBeforePersistingVote',
+  'SkipConflictTruncation',
+  'ReadWithoutLeadershipCheck',
+];
 
 /** Full configuration of one Raft node. */
 export interface RaftConfig extends RaftOptions {

@@ -187,3 +187,35 @@ describe('RaftNode', () => {
     await node.stop();
   });
 });
+
+describe('RaftNode.readIndex', () => {
+  it('on the leader and on a follower, resolves only after the node applied every write that completed before it', async () => {
+    cluster = await startRuntimeCluster(['n1', 'n2', 'n3']);
+    const leader = await cluster.waitForLeader();
+    const follower = [...cluster.nodes.values()].find((node) => node !== leader);
+    if (follower === undefined) throw new Error('no follower');
+    const written = await settle(cluster, leader.propose(text('w1')));
+    for (const node of [leader, follower]) {
+      const index = await settle(cluster, node.readIndex());
+      expect(index).toBeGreaterThanOrEqual(written.index);
+      expect(node.status().appliedIndex).toBeGreaterThanOrEqual(index);
+      expect(cluster.machines.get(node.id)?.commands).toContain('w1');
+    }
+  });
+
+  it('a leader cut off from the others cannot serve a read: it times out or is refused', async () => {
+    cluster = await startRuntimeCluster(['n1', 'n2', 'n3']);
+    const leader = await cluster.waitForLeader();
+    cluster.network.isolate([leader.id], cluster.ids.filter((id) => id !== leader.id).map(nodeId));
+    const outcome = leader.readIndex({ timeoutMs: 3_000 }).catch((caught: unknown) => caught);
+    await cluster.clock.advance(4_000);
+    const error = await outcome;
+    expect(error).toBeInstanceOf(RaftLeaseError);
+    expect(['Timeout', 'NotLeader']).toContain((error as RaftLeaseError).code);
+  });
+
+  it('is refused with ProposalDropped while no leader is known', async () => {
+    cluster = await startRuntimeCluster(['n1', 'n2', 'n3']);
+    await expect(cluster.node('n1').readIndex()).rejects.toMatchObject({ code: 'ProposalDropped' });
+  });
+});

@@ -4,7 +4,7 @@
  * catches it passes with the bug switched off — so the verdict is about the bug, not the simulator.
  */
 import { describe, expect, it } from 'vitest';
-import { simulate, type SimulationOptions } from '../../sim/index.js';
+import { NO_FAULTS, simulate, type SimulationOptions } from '../../sim/index.js';
 import type { InjectedBug } from '../../src/raft/index.js';
 
 const MAX_SEEDS = 1_000;
@@ -25,6 +25,15 @@ const CASES: readonly Case[] = [
   { bug: 'VoteWithoutUpToDateCheck', why: 'the default 5-node swarm', options: { nodeCount: 5, faultPhaseMs: 5_000 } },
   { bug: 'ReplyBeforePersistingVote', why: 'the default 5-node swarm', options: { nodeCount: 5, faultPhaseMs: 5_000 } },
   { bug: 'SkipConflictTruncation', why: 'the default 5-node swarm', options: { nodeCount: 5, faultPhaseMs: 5_000 } },
+  {
+    bug: 'ReadWithoutLeadershipCheck',
+    why: 'leaders paused for up to 3 s, the scenario where a deposed leader serves stale reads',
+    options: {
+      nodeCount: 5,
+      faultPhaseMs: 5_000,
+      faults: { ...NO_FAULTS, delayMinMs: 1, delayMaxMs: 10, pauseEveryMs: 1_000, pauseMaxMs: 3_000, leaderTargetPerMille: 1_000 },
+    },
+  },
 ];
 
 describe('the simulator catches deliberately broken cores', () => {
