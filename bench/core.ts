@@ -108,7 +108,7 @@ async function startCluster(encode: boolean): Promise<{ leader: RaftNode<null>; 
   return {
     leader: first,
     stop: async () => {
-      for (const node of nodes) await node.stop();
+      for (const node of nodes) await node.stop({ transferLeadership: false });
     },
   };
 }

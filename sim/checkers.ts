@@ -128,7 +128,9 @@ export class SafetyChecker {
     if (message.term > durable.term) {
       this.fail('DurableBeforeSend', [node], `sent ${message.type} with term ${message.term} while its durable term is ${durable.term}`);
     }
-    if (message.type === 'VoteResponse' && message.granted && (durable.term !== message.term || durable.vote !== message.to)) {
+    // A durable later term is as good as the vote: the node can never vote in the earlier term again.
+    const voteIsDurable = durable.term > message.term || (durable.term === message.term && durable.vote === message.to);
+    if (message.type === 'VoteResponse' && message.granted && !voteIsDurable) {
       this.fail('DurableBeforeSend', [node], `granted its vote to ${message.to} in term ${message.term} before the vote was durable (durable: term ${durable.term}, vote ${String(durable.vote)})`);
     }
     if (message.type === 'AppendResponse' && message.success && message.index > durableEntries) {

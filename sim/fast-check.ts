@@ -146,6 +146,20 @@ class ClockJumpCommand implements SimulationCommand {
   }
 }
 
+class TransferCommand implements SimulationCommand {
+  constructor(readonly node: number) {}
+  check(): boolean {
+    return true;
+  }
+  run(_model: SimulationModel, simulation: Simulation): Promise<void> {
+    simulation.transferLeadership(this.node);
+    return Promise.resolve();
+  }
+  toString(): string {
+    return `transferLeadership(to n${this.node + 1})`;
+  }
+}
+
 /** Options of {@link simulationCommands}. */
 export interface SimulationCommandsOptions {
   readonly nodeCount: number;
@@ -171,6 +185,7 @@ export function simulationCommands(options: SimulationCommandsOptions): fc.Arbit
       fc.constant(new HealNetworkCommand()),
       fc.tuple(node, fc.integer({ min: 1, max: 3_000 })).map(([index, ms]) => new PauseCommand(index, ms)),
       fc.tuple(node, fc.integer({ min: 1, max: 2_000 })).map(([index, ms]) => new ClockJumpCommand(index, ms)),
+      node.map((index) => new TransferCommand(index)),
     ],
     { maxCommands: options.maxCommands ?? 40 },
   );

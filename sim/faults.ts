@@ -53,6 +53,8 @@ export interface FaultConfig {
    * node: leader failures are where Raft's subtle cases live (Figure 8).
    */
   readonly leaderTargetPerMille: number;
+  /** Mean milliseconds between leadership transfers the leader is asked to make (0: never). */
+  readonly transferEveryMs: number;
 }
 
 /** No faults at all: a fast, reliable network and disk, perfect clocks. */
@@ -78,6 +80,7 @@ export const NO_FAULTS: FaultConfig = Object.freeze({
   diskLatencyMaxMs: 1,
   tornWritePerMille: 0,
   leaderTargetPerMille: 0,
+  transferEveryMs: 0,
 });
 
 /** Bounds of the swarm: what any seed may draw. */
@@ -116,6 +119,7 @@ export function swarmFaults(prng: Prng, bounds: SwarmBounds): FaultConfig {
     diskLatencyMaxMs: between(1, 20),
     tornWritePerMille: on() ? between(1, 1000) : 0,
     leaderTargetPerMille: on() ? between(1, 1000) : 0,
+    transferEveryMs: on() ? between(500, 10_000) : 0,
   };
 }
 
@@ -132,6 +136,7 @@ export function enabledFaults(config: FaultConfig): string[] {
     ['clock-offset', config.clockOffsetMaxMs > 0],
     ['drift', config.driftMaxPpm > 0],
     ['torn-write', config.tornWritePerMille > 0],
+    ['transfer', config.transferEveryMs > 0],
   ];
   return kinds.filter(([, enabled]) => enabled).map(([name]) => name);
 }

@@ -477,9 +477,24 @@ export class Simulation {
     this.every(faults.pauseEveryMs, 'pause', () => {
       this.pause(this.pickVictim(), this.world.between(1, Math.max(1, faults.pauseMaxMs)));
     });
+    this.every(faults.transferEveryMs, 'transfer', () => {
+      this.transferLeadership(this.world.between(0, this.nodeCount - 1));
+    });
     this.every(faults.clockJumpEveryMs, 'clock-jump', () => {
       this.jumpClock(this.world.between(0, this.nodeCount - 1), this.world.between(1, Math.max(1, faults.clockJumpMaxMs)));
     });
+  }
+
+  /**
+   * Asks the current leader (if any) to hand leadership to node `target` (thesis §3.10). The outcome
+   * is whatever the cluster makes of it; the checkers watch.
+   */
+  transferLeadership(target: number): void {
+    const leader = this.rafts.find((raft) => raft?.inspectCore().raft.role() === 'Leader');
+    if (leader === undefined || leader === null) return;
+    const targetId = this.world.node(target).id;
+    this.world.record(() => `transfer ${leader.id} -> ${targetId}`);
+    leader.transferLeadership(targetId).catch(() => undefined);
   }
 
   /** Stops node `index`'s process for `ms` of true time (everyone else goes on). */

@@ -91,8 +91,15 @@ export async function runDemo(options: DemoOptions): Promise<void> {
       const status = must(nodes, id).status();
       print(`${elapsed()}  ${id}: ${status.role.padEnd(8)} term ${status.term}, commit ${status.commitIndex}, applied ${status.appliedIndex}, counter = ${machines.get(id)?.value('jobs')}`);
     }
+    const current = [...nodes.entries()].find(([, node]) => node.status().role === 'Leader');
+    if (current !== undefined) {
+      const [leaderId, leaderNode] = current;
+      await leaderNode.stop();
+      const next = [...nodes.entries()].find(([id, node]) => id !== leaderId && node.status().role === 'Leader');
+      print(`${elapsed()}  ${leaderId} stopped after handing leadership to ${next?.[0] ?? 'nobody (transfer did not complete)'} (leadership transfer, no election timeout)`);
+    }
   } finally {
-    for (const node of nodes.values()) await node.stop();
+    for (const node of nodes.values()) await node.stop({ transferLeadership: false });
     print(`${elapsed()}  stopped`);
   }
 }

@@ -13,6 +13,8 @@ export class BoundedMap<K, V> {
   private readonly values = new Map<K, V>();
   private readonly ring: (K | undefined)[];
   private next = 0;
+  /** Whether any entry was ever evicted (so a missing key may have been forgotten). */
+  hasEvicted = false;
 
   constructor(readonly capacity: number) {
     if (!Number.isSafeInteger(capacity) || capacity < 1) throw new RangeError(`capacity must be a positive integer, got ${capacity}`);
@@ -31,7 +33,10 @@ export class BoundedMap<K, V> {
   set(key: K, value: V): void {
     if (!this.values.has(key)) {
       const evicted = this.ring[this.next];
-      if (evicted !== undefined) this.values.delete(evicted);
+      if (evicted !== undefined) {
+        this.values.delete(evicted);
+        this.hasEvicted = true;
+      }
       this.ring[this.next] = key;
       this.next = (this.next + 1) % this.capacity;
     }

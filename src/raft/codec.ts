@@ -30,9 +30,10 @@ const TYPE_CODES = {
   ProposeResponse: 8,
   ReadIndexRequest: 9,
   ReadIndexResponse: 10,
+  TimeoutNow: 11,
 } as const satisfies Record<Message['type'], number>;
 
-const REFUSALS: readonly ProposalRefusal[] = ['NotLeader', 'ProposalDropped', 'ProposalTooLarge'];
+const REFUSALS: readonly ProposalRefusal[] = ['NotLeader', 'ProposalDropped', 'ProposalTooLarge', 'OutcomeUnknown'];
 
 const packr = new Packr({ useRecords: false, variableMapSize: true });
 // copyBuffers: decoded payloads must not alias (and pin) the caller's receive buffer.
@@ -43,7 +44,7 @@ export function encodeMessage(message: Message): Uint8Array {
   const header = [PROTOCOL_VERSION, TYPE_CODES[message.type], message.from, message.to, message.term];
   switch (message.type) {
     case 'VoteRequest':
-      return packr.pack([...header, message.preVote, message.lastLogIndex, message.lastLogTerm]);
+      return packr.pack([...header, message.preVote, message.lastLogIndex, message.lastLogTerm, message.leadershipTransfer]);
     case 'VoteResponse':
       return packr.pack([...header, message.preVote, message.granted]);
     case 'AppendRequest':
@@ -61,11 +62,13 @@ export function encodeMessage(message: Message): Uint8Array {
     case 'HeartbeatResponse':
       return packr.pack([...header, message.context]);
     case 'ProposeRequest':
-      return packr.pack([...header, message.requestId, message.data]);
+      return packr.pack([...header, message.requestId, message.leaderTerm, message.data]);
     case 'ProposeResponse':
       return packr.pack([...header, message.requestId, message.index, message.entryTerm, message.refusal, message.leaderHint]);
     case 'ReadIndexRequest':
       return packr.pack([...header, message.requestId]);
+    case 'TimeoutNow':
+      return packr.pack(header);
     case 'ReadIndexResponse':
       return packr.pack([...header, message.requestId, message.index, message.refusal, message.leaderHint]);
   }
@@ -108,6 +111,7 @@ export function validateMessage(value: unknown): Message {
         preVote: fields.boolean('preVote'),
         lastLogIndex: fields.integer('lastLogIndex') as LogIndex,
         lastLogTerm: fields.integer('lastLogTerm') as Term,
+        leadershipTransfer: fields.boolean('leadershipTransfer'),
       };
       break;
     case TYPE_CODES.VoteResponse:
@@ -137,6 +141,9 @@ export function validateMessage(value: unknown): Message {
     case TYPE_CODES.HeartbeatResponse:
       message = { type: 'HeartbeatResponse', ...header, context: fields.integer('context') };
       break;
+    case TYPE_CODES.TimeoutNow:
+      message = { type: 'TimeoutNow', ...header };
+      break;
     case TYPE_CODES.ReadIndexRequest:
       message = { type: 'ReadIndexRequest', ...header, requestId: fields.integer('requestId') };
       break;
@@ -149,7 +156,13 @@ export function validateMessage(value: unknown): Message {
       break;
     }
     case TYPE_CODES.ProposeRequest:
-      message = { type: 'ProposeRequest', ...header, requestId: fields.integer('requestId'), data: fields.bytes('data') };
+      message = {
+        type: 'ProposeRequest',
+        ...header,
+        requestId: fields.integer('requestId'),
+        leaderTerm: fields.integer('leaderTerm') as Term,
+        data: fields.bytes('data'),
+      };
       break;
     case TYPE_CODES.ProposeResponse: {
       const requestId = fields.integer('requestId');

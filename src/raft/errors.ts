@@ -19,6 +19,7 @@ export type ErrorCode =
   | 'Timeout'
   | 'Stopped'
   | 'TooManyPendingProposals'
+  | 'OutcomeUnknown'
   | 'StorageFailed';
 
 /**

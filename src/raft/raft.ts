@@ -103,6 +103,14 @@ interface ReadRound {
   readonly acks: Set<NodeId>;
 }
 
+/** What happened to a leadership transfer request. */
+export type TransferOutcome =
+  /** Under way: the target is being caught up or has been told to campaign. */
+  | { readonly kind: 'Started' }
+  /** Nothing to do: this node is already the target. */
+  | { readonly kind: 'AlreadyLeader' }
+  | { readonly kind: 'Refused'; readonly reason: 'NotLeader' | 'UnknownTarget' };
+
 /** Most reads a leader holds waiting for confirmation; more are refused (ProposalDropped). */
 const MAX_PENDING_READS = 100_000;
 
@@ -169,6 +177,14 @@ export class Raft {
   /** Leader only: forwarded proposals already appended, so a duplicated request is not appended twice. */
   private readonly forwardedProposals: BoundedMap<string, { readonly index: LogIndex; readonly term: Term }>;
 
+  /** The durable term this incarnation started with. */
+  private readonly startTerm: Term;
+  /** Terms this incarnation led (the most recent few). */
+  private readonly termsLed: Term[] = [];
+  /** Leader only: the node leadership is being handed to, or null (thesis §3.10). */
+  private transferTarget: NodeId | null = null;
+  /** Ticks since the transfer started; it is abandoned after an election timeout. */
+  private transferElapsedTicks = 0;
   /** Leader only: reads that wait for the leader's first commit in its term (thesis §6.4 step 1). */
   private readsAwaitingCommit: PendingRead[] = [];
   /** Leader only: reads that arrived since the last heartbeat round was started. */
@@ -195,6 +211,7 @@ export class Raft {
     this.forwardedProposals = new BoundedMap(init.config.maxRememberedForwardedProposals);
     this.log = new RaftLog(init.entries, init.hardState.commit, init.applied);
     this.currentTerm = init.hardState.term;
+    this.startTerm = init.hardState.term;
     this.votedFor = init.hardState.vote;
     this.randomizedElectionTimeoutTicks = this.drawElectionTimeout();
     // Every node starts as a follower (paper §5.2).
@@ -232,6 +249,11 @@ export class Raft {
   /** Whether this node is a voting member. */
   isVoter(): boolean {
     return this.config.voters.includes(this.id);
+  }
+
+  /** The node leadership is being transferred to, if a transfer is under way. */
+  leadershipTransferTarget(): NodeId | null {
+    return this.transferTarget;
   }
 
   /** A snapshot of the node's state for observers. */
@@ -329,12 +351,29 @@ export class Raft {
     }
     if (this.currentRole === 'Leader') {
       const appended = this.appendProposal(data);
-      if (appended === null) return { kind: 'Refused', refusal: 'ProposalDropped', leaderHint: this.id };
+      if (appended === null) return { kind: 'Refused', refusal: 'ProposalDropped', leaderHint: this.transferTarget ?? this.id };
       return { kind: 'Appended', index: appended.index, term: appended.term };
     }
     if (this.leaderId === null) return { kind: 'Refused', refusal: 'ProposalDropped', leaderHint: null };
-    this.send({ type: 'ProposeRequest', from: this.id, to: this.leaderId, term: 0 as Term, requestId, data });
+    this.send({ type: 'ProposeRequest', from: this.id, to: this.leaderId, term: 0 as Term, requestId, leaderTerm: this.currentTerm, data });
     return { kind: 'Forwarded', leader: this.leaderId };
+  }
+
+  /**
+   * Hands leadership to `target` (thesis §3.10): the leader stops taking proposals, brings the target's
+   * log up to date, then tells it to campaign at once (`TimeoutNow`). The transfer is abandoned if it
+   * has not completed within an election timeout.
+   */
+  transferLeadership(target: NodeId): TransferOutcome {
+    if (this.currentRole !== 'Leader') return { kind: 'Refused', reason: 'NotLeader' };
+    if (target === this.id) return { kind: 'AlreadyLeader' };
+    const pr = this.progress.get(target);
+    if (pr === undefined) return { kind: 'Refused', reason: 'UnknownTarget' };
+    this.transferTarget = target;
+    this.transferElapsedTicks = 0;
+    if (pr.match === this.log.lastIndex()) this.sendTimeoutNow(target);
+    else this.sendAppend(target, true);
+    return { kind: 'Started' };
   }
 
   /**
@@ -404,6 +443,9 @@ export class Raft {
       case 'HeartbeatResponse':
         this.handleHeartbeatResponse(message.from, message.context);
         return;
+      case 'TimeoutNow':
+        this.handleTimeoutNow(message.from);
+        return;
       default:
         assertNever(message, 'message type');
     }
@@ -416,7 +458,7 @@ export class Raft {
   /** Applies the term rules. Returns whether the message should be processed further. */
   private checkTerm(message: Exclude<Message, ProposeRequest | ProposeResponse | ReadIndexRequest | ReadIndexResponse>): boolean {
     if (message.term > this.currentTerm) {
-      if (message.type === 'VoteRequest' && this.inLeaderLease(message.preVote)) {
+      if (message.type === 'VoteRequest' && !message.leadershipTransfer && this.inLeaderLease(message.preVote)) {
         // Thesis §4.2.3: while a leader is heard from, a vote request comes from a node that cannot
         // see it; ignoring it keeps a partitioned node from deposing a healthy leader. Thesis §9.6
         // makes the same check part of pre-vote itself, so it applies to pre-votes even without
@@ -484,6 +526,8 @@ export class Raft {
     this.resetForTerm(this.currentTerm);
     this.currentRole = 'Leader';
     this.leaderId = this.id;
+    this.termsLed.push(this.currentTerm);
+    if (this.termsLed.length > 64) this.termsLed.shift();
     const last = this.log.lastIndex();
     for (const voter of this.config.voters) {
       // Paper Figure 2: nextIndex starts just after the leader's last entry, matchIndex at 0.
@@ -515,6 +559,8 @@ export class Raft {
     this.progress.clear();
     this.uncommittedBytes = 0;
     this.appendPending = false;
+    this.transferTarget = null;
+    this.transferElapsedTicks = 0;
     this.failPendingReads();
   }
 
@@ -537,6 +583,11 @@ export class Raft {
   private tickLeader(): void {
     this.heartbeatElapsedTicks++;
     this.electionElapsedTicks++;
+    if (this.transferTarget !== null && ++this.transferElapsedTicks >= this.config.electionTimeoutTicks) {
+      // The target did not take over in time (it may be down or cut off): keep leading.
+      this.transferTarget = null;
+      this.transferElapsedTicks = 0;
+    }
     if (this.electionElapsedTicks >= this.config.electionTimeoutTicks) {
       this.electionElapsedTicks = 0;
       if (this.config.checkQuorum) {
@@ -564,7 +615,7 @@ export class Raft {
   // ---------------------------------------------------------------------------------------------
   // Elections (paper §5.2, §5.4.1; thesis §9.6 for pre-vote)
 
-  private startCampaign(kind: 'PreVote' | 'Election'): void {
+  private startCampaign(kind: 'PreVote' | 'Election', leadershipTransfer = false): void {
     if (!this.isVoter()) return;
     const preVote = kind === 'PreVote';
     if (preVote) this.becomePreCandidate();
@@ -585,6 +636,7 @@ export class Raft {
         preVote,
         lastLogIndex: this.log.lastIndex(),
         lastLogTerm: this.log.lastTerm(),
+        leadershipTransfer,
       };
       // A real vote request depends on the persisted term and self-vote; a pre-vote changes nothing.
       if (preVote) this.send(request);
@@ -712,6 +764,7 @@ export class Raft {
     }
     const wasPaused = pr.isPaused();
     if (!pr.maybeUpdate(response.index)) return;
+    if (response.from === this.transferTarget && pr.match === this.log.lastIndex()) this.sendTimeoutNow(response.from);
     if (pr.state === 'Probe') pr.becomeReplicate();
     else pr.inflights.freeUpTo(response.index);
     if (this.maybeCommit()) {
@@ -813,6 +866,9 @@ export class Raft {
   // Proposals
 
   private appendProposal(data: Uint8Array): { index: LogIndex; term: Term } | null {
+    // Thesis §3.10: no new entries while leadership is being handed over, or the target could never
+    // catch up; clients retry on the new leader.
+    if (this.transferTarget !== null) return null;
     const bytes = data.byteLength;
     // Refuse rather than queue without bound; one proposal is always admitted into an empty window.
     if (this.uncommittedBytes > 0 && this.uncommittedBytes + bytes > this.config.maxUncommittedBytes) return null;
@@ -835,15 +891,21 @@ export class Raft {
       refusal,
       leaderHint: this.leaderId,
     });
-    if (this.currentRole !== 'Leader') {
-      this.send(answer(0 as LogIndex, 0 as Term, 'NotLeader'));
-      return;
-    }
     const key = `${request.from}\u0000${String(request.requestId)}`;
     const earlier = this.forwardedProposals.get(key);
     if (earlier !== undefined) {
-      // A duplicate of a request already appended: answer again, append nothing.
+      // A duplicate of a request already appended (possibly while this node still led): answer
+      // again with where it landed, append nothing.
       this.send(answer(earlier.index, earlier.term, null));
+      return;
+    }
+    if (this.currentRole !== 'Leader') {
+      // "Not appended" is certain only if this node cannot have led in the request's term without
+      // remembering the request: it never led that term in this incarnation, and the term is newer
+      // than anything a previous incarnation could have led (a leader persists its term first).
+      const mayHaveAppended =
+        request.leaderTerm <= this.startTerm || (this.termsLed.includes(request.leaderTerm) && this.forwardedProposals.hasEvicted);
+      this.send(answer(0 as LogIndex, 0 as Term, mayHaveAppended ? 'OutcomeUnknown' : 'NotLeader'));
       return;
     }
     if (request.data.byteLength > this.config.maxProposalBytes) {
@@ -857,6 +919,19 @@ export class Raft {
     }
     this.forwardedProposals.set(key, appended);
     this.send(answer(appended.index, appended.term, null));
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Leadership transfer (thesis §3.10)
+
+  private sendTimeoutNow(target: NodeId): void {
+    this.send({ type: 'TimeoutNow', from: this.id, to: target, term: this.currentTerm });
+  }
+
+  /** The leader of this term asks this node to take over: campaign now, skipping pre-vote. */
+  private handleTimeoutNow(from: NodeId): void {
+    if (this.currentRole !== 'Follower' || this.leaderId !== from || !this.isVoter()) return;
+    this.startCampaign('Election', true);
   }
 
   // ---------------------------------------------------------------------------------------------

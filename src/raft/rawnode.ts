@@ -5,7 +5,16 @@
  * @module
  */
 import { invariant } from './errors.js';
-import { Raft, type ForwardedProposalOutcome, type ProposeOutcome, type RaftInit, type RaftStatus, type ReadIndexOutcome, type ReadState } from './raft.js';
+import {
+  Raft,
+  type ForwardedProposalOutcome,
+  type ProposeOutcome,
+  type RaftInit,
+  type RaftStatus,
+  type ReadIndexOutcome,
+  type ReadState,
+  type TransferOutcome,
+} from './raft.js';
 import type { Entry, HardState, LogIndex, Message, NodeId, Role } from './types.js';
 
 /** Role and leader, reported when they change. Volatile: never persisted. */
@@ -89,6 +98,11 @@ export class RawNode {
   /** Offers data for the log; see {@link Raft.propose}. */
   propose(data: Uint8Array, requestId = 0): ProposeOutcome {
     return this.raft.propose(data, requestId);
+  }
+
+  /** Hands leadership to `target`; see {@link Raft.transferLeadership}. */
+  transferLeadership(target: NodeId): TransferOutcome {
+    return this.raft.transferLeadership(target);
   }
 
   /** Asks for a linearizable read index; see {@link Raft.readIndex}. */

@@ -67,6 +67,11 @@ export interface VoteRequest extends MessageHeader {
   readonly preVote: boolean;
   readonly lastLogIndex: LogIndex;
   readonly lastLogTerm: Term;
+  /**
+   * Sent by a candidate the leader asked to take over (thesis §3.10): voters grant it even while
+   * they still hear from that leader (the CheckQuorum lease would otherwise ignore it).
+   */
+  readonly leadershipTransfer: boolean;
 }
 
 /** Answer to a {@link VoteRequest}. */
@@ -138,11 +143,18 @@ export interface ReadIndexResponse extends MessageHeader {
   readonly leaderHint: NodeId | null;
 }
 
+/** The leader telling a caught-up follower to campaign at once (leadership transfer, thesis §3.10). */
+export interface TimeoutNow extends MessageHeader {
+  readonly type: 'TimeoutNow';
+}
+
 /** A follower forwarding a client proposal to the leader it knows. */
 export interface ProposeRequest extends MessageHeader {
   readonly type: 'ProposeRequest';
   /** Chosen by the origin node; unique among its outstanding proposals. */
   readonly requestId: number;
+  /** The term in which the origin believes `to` leads; lets a former leader answer precisely. */
+  readonly leaderTerm: Term;
   readonly data: Uint8Array;
 }
 
@@ -159,8 +171,12 @@ export interface ProposeResponse extends MessageHeader {
   readonly leaderHint: NodeId | null;
 }
 
-/** Why a proposal was not appended. */
-export type ProposalRefusal = 'NotLeader' | 'ProposalDropped' | 'ProposalTooLarge';
+/**
+ * Why a proposal was not appended — or, for `OutcomeUnknown`, why the answering node cannot tell: it
+ * may have appended the request as leader earlier (a duplicated request arriving after it lost
+ * leadership or restarted), so the proposal may still commit.
+ */
+export type ProposalRefusal = 'NotLeader' | 'ProposalDropped' | 'ProposalTooLarge' | 'OutcomeUnknown';
 
 /** Every message exchanged between Raft nodes. */
 export type Message =
@@ -170,6 +186,7 @@ export type Message =
   | AppendResponse
   | Heartbeat
   | HeartbeatResponse
+  | TimeoutNow
   | ProposeRequest
   | ProposeResponse
   | ReadIndexRequest

@@ -38,6 +38,18 @@ export class ProposalTimeoutError extends RaftLeaseError {
   }
 }
 
+/**
+ * A node that may have appended the proposal earlier (as leader, before losing leadership or
+ * restarting) cannot tell whether it did: the proposal may still be applied. Retry only if the
+ * command is idempotent.
+ */
+export class OutcomeUnknownError extends RaftLeaseError {
+  constructor(detail: string) {
+    super('OutcomeUnknown', `proposal outcome unknown: ${detail}; it may still be applied`);
+    this.name = 'OutcomeUnknownError';
+  }
+}
+
 /** The node is stopped (or stopping); the proposal's outcome is unknown if it was already sent. */
 export class StoppedError extends RaftLeaseError {
   constructor(detail = 'the node is stopped') {

@@ -27,7 +27,7 @@ import {
   type Role,
   type Term,
 } from '../raft/index.js';
-import { NotLeaderError, ProposalDroppedError, ProposalTimeoutError, StoppedError } from './errors.js';
+import { NotLeaderError, OutcomeUnknownError, ProposalDroppedError, ProposalTimeoutError, StoppedError } from './errors.js';
 import type { Clock, StateMachine, Storage, Timer, Transport } from './interfaces.js';
 import { ConfigError } from '../raft/index.js';
 
@@ -328,10 +328,70 @@ export class RaftNode<Result = unknown> {
   }
 
   /**
-   * Stops ticking, finishes the write in progress, fails pending proposals with {@link StoppedError},
-   * and closes the transport and storage.
+   * Hands leadership to `target` (or, without one, to the most up-to-date follower) and resolves once
+   * this node sees the target lead. While the transfer runs, proposals are refused with
+   * `ProposalDropped` (retry on the new leader). Rejects with `NotLeader` on a follower, and with
+   * `Timeout` if the target has not taken over in `timeoutMs` (default: two election timeouts); the
+   * core abandons a transfer after one election timeout and goes on leading.
    */
-  async stop(): Promise<void> {
+  async transferLeadership(target?: string, options: { readonly timeoutMs?: number } = {}): Promise<void> {
+    if (this.stopped) throw new StoppedError();
+    const chosen = target === undefined ? this.bestTransferTarget() : nodeId(target);
+    if (chosen === null) throw new NotLeaderError(this.rawNode.status().leader, 'no follower to hand leadership to');
+    const outcome = this.guard(() => this.rawNode.transferLeadership(chosen));
+    if (outcome === undefined) throw new StoppedError('the node failed');
+    if (outcome.kind === 'AlreadyLeader') return;
+    if (outcome.kind === 'Refused') {
+      if (outcome.reason === 'NotLeader') throw new NotLeaderError(this.rawNode.status().leader);
+      throw new ConfigError('target', `${chosen} is not a voting member`);
+    }
+    this.pump();
+    const timeoutMs = options.timeoutMs ?? 2 * this.config.electionTimeoutTicks * this.tickIntervalMs;
+    const deadlineMs = this.options.clock.nowMs() + timeoutMs;
+    // Bounded by the deadline: one check per tick.
+    while (this.rawNode.status().leader !== chosen) {
+      if (this.isStopped()) throw new StoppedError();
+      if (this.options.clock.nowMs() >= deadlineMs) throw new ProposalTimeoutError(timeoutMs);
+      await new Promise<void>((resolve) => {
+        this.options.clock.setTimer(this.tickIntervalMs, resolve);
+      });
+    }
+  }
+
+  /** Whether the node stopped (read through a call so that checks after an await are not narrowed away). */
+  private isStopped(): boolean {
+    return this.stopped;
+  }
+
+  /** The follower with the highest match index, or null if this node is not the leader. */
+  private bestTransferTarget(): NodeId | null {
+    const status = this.rawNode.status();
+    if (status.role !== 'Leader') return null;
+    let best: NodeId | null = null;
+    let bestMatch = -1;
+    for (const [peer, progress] of status.progress) {
+      if (peer === this.id || progress.match <= bestMatch) continue;
+      best = peer;
+      bestMatch = progress.match;
+    }
+    return best;
+  }
+
+  /**
+   * Stops ticking, finishes the write in progress, fails pending proposals with {@link StoppedError},
+   * and closes the transport and storage. A leader first hands leadership to its most up-to-date
+   * follower (waiting at most two election timeouts), so the cluster does not wait out an election
+   * timeout; pass `{ transferLeadership: false }` to skip that.
+   */
+  async stop(options: { readonly transferLeadership?: boolean } = {}): Promise<void> {
+    if (!this.stopped && options.transferLeadership !== false && this.rawNode.status().role === 'Leader' && this.config.voters.length > 1) {
+      try {
+        await this.transferLeadership();
+      } catch (error) {
+        // Stopping goes on regardless: a failed hand-over only means the others elect a leader.
+        this.logger.warn({ err: error }, 'leadership transfer before stopping did not complete');
+      }
+    }
     if (this.stopped) {
       for (let waited = 0; this.pumping && waited < 1_000; waited++) await this.pumpDone;
       return;
@@ -623,6 +683,8 @@ export class RaftNode<Result = unknown> {
         return new ProposalDroppedError(
           leaderHint === null ? 'no leader is known yet; retry after an election' : 'the leader holds too many uncommitted bytes; retry after some commit',
         );
+      case 'OutcomeUnknown':
+        return new OutcomeUnknownError(`${leaderHint === null ? 'a former leader' : 'a former leader (now following ' + leaderHint + ')'} received a duplicate of it`);
       case 'ProposalTooLarge':
         return new RaftLeaseError('ProposalTooLarge', `proposal of ${bytes} bytes exceeds maxProposalBytes (${this.config.maxProposalBytes}); split it`);
     }

@@ -36,7 +36,7 @@ const natArb = fc.oneof(
 const termArb = natArb.map((value) => value as Term);
 const indexArb = natArb.map((value) => value as LogIndex);
 const bytesArb = fc.uint8Array({ maxLength: 40 });
-const refusalArb = fc.constantFrom<ProposalRefusal | null>(null, 'NotLeader', 'ProposalDropped', 'ProposalTooLarge');
+const refusalArb = fc.constantFrom<ProposalRefusal | null>(null, 'NotLeader', 'ProposalDropped', 'ProposalTooLarge', 'OutcomeUnknown');
 
 const header = { from: idArb, to: idArb, term: termArb };
 
@@ -46,7 +46,9 @@ const voteRequestArb = fc.record({
   preVote: fc.boolean(),
   lastLogIndex: indexArb,
   lastLogTerm: termArb,
+  leadershipTransfer: fc.boolean(),
 });
+const timeoutNowArb = fc.record({ type: fc.constant('TimeoutNow' as const), ...header });
 const voteResponseArb = fc.record({ type: fc.constant('VoteResponse' as const), ...header, preVote: fc.boolean(), granted: fc.boolean() });
 const appendRequestArb = fc
   .record({
@@ -91,7 +93,7 @@ const readIndexResponseArb = fc.record({
   refusal: refusalArb,
   leaderHint: fc.option(idArb, { nil: null }),
 });
-const proposeRequestArb = fc.record({ type: fc.constant('ProposeRequest' as const), ...header, requestId: natArb, data: bytesArb });
+const proposeRequestArb = fc.record({ type: fc.constant('ProposeRequest' as const), ...header, requestId: natArb, leaderTerm: termArb, data: bytesArb });
 const proposeResponseArb = fc.record({
   type: fc.constant('ProposeResponse' as const),
   ...header,
@@ -113,6 +115,7 @@ const messageArb: fc.Arbitrary<Message> = fc.oneof(
   proposeResponseArb,
   readIndexRequestArb,
   readIndexResponseArb,
+  timeoutNowArb,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -121,7 +124,8 @@ const messageArb: fc.Arbitrary<Message> = fc.oneof(
 const isNat = (value: unknown): boolean => typeof value === 'number' && Number.isSafeInteger(value) && value >= 0;
 const isId = (value: unknown): boolean => typeof value === 'string' && value.length >= 1 && value.length <= MAX_NODE_ID_LENGTH;
 const FIELDS: Record<Message['type'], Record<string, (value: unknown) => boolean>> = {
-  VoteRequest: { preVote: (v) => typeof v === 'boolean', lastLogIndex: isNat, lastLogTerm: isNat },
+  VoteRequest: { preVote: (v) => typeof v === 'boolean', lastLogIndex: isNat, lastLogTerm: isNat, leadershipTransfer: (v) => typeof v === 'boolean' },
+  TimeoutNow: {},
   VoteResponse: { preVote: (v) => typeof v === 'boolean', granted: (v) => typeof v === 'boolean' },
   AppendRequest: { prevLogIndex: isNat, prevLogTerm: isNat, leaderCommit: isNat, entries: Array.isArray },
   AppendResponse: { success: (v) => typeof v === 'boolean', index: isNat, rejectHintIndex: isNat, rejectHintTerm: isNat },
@@ -131,15 +135,15 @@ const FIELDS: Record<Message['type'], Record<string, (value: unknown) => boolean
   ReadIndexResponse: {
     requestId: isNat,
     index: isNat,
-    refusal: (v) => v === null || v === 'NotLeader' || v === 'ProposalDropped' || v === 'ProposalTooLarge',
+    refusal: (v) => v === null || v === 'NotLeader' || v === 'ProposalDropped' || v === 'ProposalTooLarge' || v === 'OutcomeUnknown',
     leaderHint: (v) => v === null || isId(v),
   },
-  ProposeRequest: { requestId: isNat, data: (v) => v instanceof Uint8Array },
+  ProposeRequest: { requestId: isNat, leaderTerm: isNat, data: (v) => v instanceof Uint8Array },
   ProposeResponse: {
     requestId: isNat,
     index: isNat,
     entryTerm: isNat,
-    refusal: (v) => v === null || v === 'NotLeader' || v === 'ProposalDropped' || v === 'ProposalTooLarge',
+    refusal: (v) => v === null || v === 'NotLeader' || v === 'ProposalDropped' || v === 'ProposalTooLarge' || v === 'OutcomeUnknown',
     leaderHint: (v) => v === null || isId(v),
   },
 };
@@ -373,16 +377,17 @@ describe('hostile input', () => {
   /** Kind of each field after the header, by type code: what a valid value of it looks like. */
   type FieldKind = 'nat' | 'bool' | 'bin' | 'entries' | 'refusal' | 'hint';
   const LAYOUT: Record<number, FieldKind[]> = {
-    1: ['bool', 'nat', 'nat'],
+    1: ['bool', 'nat', 'nat', 'bool'],
     2: ['bool', 'bool'],
     3: ['nat', 'nat', 'nat', 'entries'],
     4: ['bool', 'nat', 'nat', 'nat'],
     5: ['nat', 'nat'],
     6: ['nat'],
-    7: ['nat', 'bin'],
+    7: ['nat', 'nat', 'bin'],
     8: ['nat', 'nat', 'nat', 'refusal', 'hint'],
     9: ['nat'],
     10: ['nat', 'nat', 'refusal', 'hint'],
+    11: [],
   };
   /** Values that are not valid for a field of each kind (BigInt refusals are the separate test below). */
   const BAD_VALUES: Record<FieldKind | 'id', unknown[]> = {
@@ -405,7 +410,7 @@ describe('hostile input', () => {
   const breakageArb: fc.Arbitrary<Breakage> = fc.oneof(
     fc.record({ kind: fc.constant('field' as const), at: fc.nat(), pick: fc.nat() }),
     fc.record({ kind: fc.constant('header' as const), at: fc.nat(), pick: fc.nat() }),
-    fc.record({ kind: fc.constant('typeCode' as const), code: fc.oneof(fc.constantFrom(0, 11, 255), fc.integer({ min: 11, max: 2 ** 40 })) }),
+    fc.record({ kind: fc.constant('typeCode' as const), code: fc.oneof(fc.constantFrom(0, 12, 255), fc.integer({ min: 12, max: 2 ** 40 })) }),
     fc.record({ kind: fc.constant('extraField' as const), value: fc.nat() }),
     fc.constant<Breakage>({ kind: 'missingField' }),
     fc.record({

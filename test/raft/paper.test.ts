@@ -146,6 +146,7 @@ function voteRequest(fields: {
     preVote: fields.preVote ?? false,
     lastLogIndex: logIndex(fields.lastLogIndex),
     lastLogTerm: term(fields.lastLogTerm),
+    leadershipTransfer: false,
   };
 }
 
@@ -1173,7 +1174,7 @@ describe('Flow control', () => {
     cluster.flush('n2');
     expect(ofType(cluster.queue, 'ProposeRequest')).toEqual([]);
     // A forwarded request over the limit is refused by the leader as well.
-    cluster.deliverOne({ type: 'ProposeRequest', from: nodeId('n2'), to: nodeId('n1'), term: term(0), requestId: 9, data: bytes('123456789') });
+    cluster.deliverOne({ type: 'ProposeRequest', from: nodeId('n2'), to: nodeId('n1'), term: term(0), requestId: 9, leaderTerm: term(1), data: bytes('123456789') });
     expect(ofType(cluster.queue, 'ProposeResponse')).toMatchObject([{ to: 'n2', requestId: 9, refusal: 'ProposalTooLarge', index: 0 }]);
     expect(cluster.node('n1').status().lastIndex).toBe(2);
   });
@@ -1222,7 +1223,7 @@ describe('Proposals', () => {
   it('a node that is not the leader answers a forwarded proposal with NotLeader and names the leader it knows', () => {
     const cluster = new TestCluster(THREE);
     electLeader(cluster, 'n1');
-    cluster.deliverOne({ type: 'ProposeRequest', from: nodeId('n2'), to: nodeId('n3'), term: term(0), requestId: 5, data: bytes('x') });
+    cluster.deliverOne({ type: 'ProposeRequest', from: nodeId('n2'), to: nodeId('n3'), term: term(0), requestId: 5, leaderTerm: term(1), data: bytes('x') });
     expect(ofType(cluster.queue, 'ProposeResponse')).toMatchObject([{ to: 'n2', requestId: 5, refusal: 'NotLeader', leaderHint: 'n1' }]);
     expect(cluster.node('n3').status().lastIndex).toBe(1);
   });

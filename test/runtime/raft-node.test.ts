@@ -99,7 +99,7 @@ describe('RaftNode', () => {
     const leader = await cluster.waitForLeader();
     cluster.network.isolate([leader.id], cluster.ids.filter((id) => id !== leader.id).map(nodeId));
     const outcome = leader.propose(text('pending')).catch((caught: unknown) => caught);
-    await leader.stop();
+    await leader.stop({ transferLeadership: false });
     const error = await outcome;
     expect((error as RaftLeaseError).code).toBe('Stopped');
     await expect(leader.propose(text('after'))).rejects.toMatchObject({ code: 'Stopped' });
@@ -217,5 +217,34 @@ describe('RaftNode.readIndex', () => {
   it('is refused with ProposalDropped while no leader is known', async () => {
     cluster = await startRuntimeCluster(['n1', 'n2', 'n3']);
     await expect(cluster.node('n1').readIndex()).rejects.toMatchObject({ code: 'ProposalDropped' });
+  });
+});
+
+describe('RaftNode leadership transfer', () => {
+  it('transferLeadership() hands over to the chosen follower and resolves when it leads', async () => {
+    cluster = await startRuntimeCluster(['n1', 'n2', 'n3']);
+    const leader = await cluster.waitForLeader();
+    const target = cluster.ids.find((id) => id !== leader.id) ?? '';
+    await settle(cluster, leader.transferLeadership(target));
+    expect(cluster.node(target).status().role).toBe('Leader');
+    expect(leader.status().role).toBe('Follower');
+  });
+
+  it('stop() on a leader hands leadership over first, without waiting for an election timeout', async () => {
+    cluster = await startRuntimeCluster(['n1', 'n2', 'n3']);
+    const leader = await cluster.waitForLeader();
+    const stoppedAt = cluster.clock.nowMs();
+    await settle(cluster, leader.stop());
+    const successor = [...cluster.nodes.values()].find((node) => node !== leader && node.status().role === 'Leader');
+    expect(successor).toBeDefined();
+    // A transfer takes a few message delays; an election would take at least 1 s (10 ticks of 100 ms).
+    expect(cluster.clock.nowMs() - stoppedAt).toBeLessThan(1_000);
+  });
+
+  it('rejects with NotLeader on a follower', async () => {
+    cluster = await startRuntimeCluster(['n1', 'n2', 'n3']);
+    const leader = await cluster.waitForLeader();
+    const follower = [...cluster.nodes.values()].find((node) => node !== leader);
+    await expect(follower?.transferLeadership()).rejects.toMatchObject({ code: 'NotLeader' });
   });
 });

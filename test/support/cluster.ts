@@ -203,7 +203,7 @@ export function describeMessage(message: Message): string {
   const head = `${message.from}->${message.to} ${message.type} term=${message.term}`;
   switch (message.type) {
     case 'VoteRequest':
-      return `${head}${message.preVote ? ' pre' : ''} last=${message.lastLogIndex}@${message.lastLogTerm}`;
+      return `${head}${message.preVote ? ' pre' : ''}${message.leadershipTransfer ? ' transfer' : ''} last=${message.lastLogIndex}@${message.lastLogTerm}`;
     case 'VoteResponse':
       return `${head}${message.preVote ? ' pre' : ''} ${message.granted ? 'granted' : 'rejected'}`;
     case 'AppendRequest':
@@ -216,6 +216,8 @@ export function describeMessage(message: Message): string {
       return `${head} commit=${message.commit}${message.context === 0 ? '' : ` read=${message.context}`}`;
     case 'HeartbeatResponse':
       return `${head}${message.context === 0 ? '' : ` read=${message.context}`}`;
+    case 'TimeoutNow':
+      return head;
     case 'ReadIndexRequest':
       return `${head} request=${message.requestId}`;
     case 'ReadIndexResponse':

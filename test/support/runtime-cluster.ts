@@ -79,7 +79,7 @@ export async function startRuntimeCluster(ids: string[], options: { encode?: boo
       throw new Error(`no leader within ${maxMs} ms of virtual time`);
     },
     async stopAll() {
-      for (const node of nodes.values()) await node.stop();
+      for (const node of nodes.values()) await node.stop({ transferLeadership: false });
     },
   };
   for (const id of ids) await cluster.start(id);
