@@ -24,6 +24,7 @@
  * - `cluster n1 n2 n3 [preVote=false] [checkQuorum=false] [seed=N] [<any numeric RaftOptions>=N]`
  *   starts a new cluster (a script may hold several, one after another);
  * - `campaign n1`, `propose n1 some text`, `propose-many n1 30 x` (x1 .. x30, handled as one batch);
+ * - `transfer n1 n2` (leadership transfer from leader n1 to n2), `read n1` (a ReadIndex request);
  * - `tick n1 [count]`, `tick-all [count]` (every node, in cluster order, `count` rounds);
  * - `deliver` (until the network is quiet), `deliver N` (only the first N queued messages, not what
  *   they cause), `deliver-one`, `drop` (every queued message), `queue` (list without delivering);
@@ -148,11 +149,14 @@ interface NodeSnapshot {
   readonly appliedCount: number;
   readonly entries: readonly Entry[];
   readonly outcomeCount: number;
+  readonly readCount: number;
 }
 
 /** Executes commands one at a time against the current cluster. */
 export class ScriptRunner {
   private cluster: TestCluster | null = null;
+  /** Request ids of `read` commands. */
+  private readRequests = 0;
   private ids: NodeId[] = [];
   private snapshots = new Map<NodeId, NodeSnapshot>();
 
@@ -192,6 +196,24 @@ export class ScriptRunner {
         const text = command.trim().split(/\s+/).slice(2).join(' ');
         if (text === '') fail('propose needs data');
         output.push(`${id}: ${describeOutcome(cluster.propose(id, text))}`);
+        this.reportChanges(output, '');
+        return;
+      }
+      case 'transfer': {
+        const id = this.nodeArg(args, 0, fail);
+        const target = this.nodeArg(args, 1, fail);
+        const outcome = cluster.node(id).transferLeadership(target);
+        cluster.flush(id);
+        output.push(`${id}: transfer to ${target}: ${outcome.kind}${outcome.kind === 'Refused' ? ` ${outcome.reason}` : ''}`);
+        this.reportChanges(output, '');
+        return;
+      }
+      case 'read': {
+        const id = this.nodeArg(args, 0, fail);
+        const requestId = ++this.readRequests;
+        const outcome = cluster.node(id).readIndex(requestId);
+        cluster.flush(id);
+        output.push(`${id}: read ${requestId}: ${outcome.kind === 'Pending' ? 'Pending' : `Refused ${outcome.refusal}`}`);
         this.reportChanges(output, '');
         return;
       }
@@ -396,6 +418,7 @@ export class ScriptRunner {
       appliedCount: cluster.applied.get(id)?.length ?? 0,
       entries: this.entriesOf(id),
       outcomeCount: cluster.forwardedOutcomes.get(id)?.length ?? 0,
+      readCount: cluster.readStates.get(id)?.length ?? 0,
     };
   }
 
@@ -419,6 +442,10 @@ export class ScriptRunner {
       for (const outcome of (cluster.forwardedOutcomes.get(id) ?? []).slice(before.outcomeCount)) {
         const result = outcome.refusal === null ? `accepted at ${outcome.index}@${outcome.term}` : `refused ${outcome.refusal}`;
         output.push(`${prefix}${id}: proposal ${outcome.requestId} ${result} leaderHint=${outcome.leaderHint ?? 'none'}`);
+      }
+      for (const state of (cluster.readStates.get(id) ?? []).slice(before.readCount)) {
+        const result = state.refusal === null ? `index=${state.index}` : `refused ${state.refusal}`;
+        output.push(`${prefix}${id}: read ${state.requestId} ${result}`);
       }
     }
   }
