@@ -5,7 +5,7 @@
  * @module
  */
 
-/** Source of 32-bit unsigned integers. Inject one; never reach for `Math.random`. */
+/** Source of 32-bit unsigned integers. Inject one instead of using global randomness. */
 export interface Prng {
   /** Next value, uniform in [0, 2^32). */
   nextUint32(): number;

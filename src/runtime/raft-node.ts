@@ -215,31 +215,18 @@ export class RaftNode<Result = unknown> {
    * code `ProposalTooLarge` or `TooManyPendingProposals`. Followers forward to the leader.
    */
   propose(command: Uint8Array, options: ProposeOptions = {}): Promise<Applied<Result>> {
-    if (this.stopped) return Promise.reject(new StoppedError());
-    if (options.signal?.aborted === true) return Promise.reject(abortReason(options.signal));
-    if (this.pendingByRequest.size + this.pendingByIndex.size >= this.maxPendingProposals) {
-      return Promise.reject(
-        new RaftLeaseError('TooManyPendingProposals', `${this.maxPendingProposals} proposals already await an outcome; wait for some to settle`),
-      );
-    }
+    const refused = this.admissionError(options.signal);
+    if (refused !== null) return Promise.reject(refused);
     const timeoutMs = options.timeoutMs ?? this.proposalTimeoutMs;
     const requestId = this.nextRequestId++;
     const outcome = this.guard(() => this.rawNode.propose(command, requestId));
     if (outcome === undefined) return Promise.reject(new StoppedError('the node failed'));
     if (outcome.kind === 'Refused') return Promise.reject(this.refusalError(outcome.refusal, outcome.leaderHint, command.byteLength));
     const promise = new Promise<Applied<Result>>((resolve, reject) => {
-      const signal = options.signal;
-      let abortCleanup: (() => void) | null = null;
-      if (signal !== undefined) {
-        const onAbort = (): void => {
-          this.forget(pending);
-          reject(abortReason(signal));
-        };
-        signal.addEventListener('abort', onAbort, { once: true });
-        abortCleanup = () => {
-          signal.removeEventListener('abort', onAbort);
-        };
-      }
+      const abortCleanup = watchAbort(options.signal, (reason) => {
+        this.forget(pending);
+        reject(reason);
+      });
       // One timer per proposal would dominate the cost of a commit; deadlines are swept every tick.
       const pending: PendingProposal<Result> = {
         resolve,
@@ -271,34 +258,33 @@ export class RaftNode<Result = unknown> {
    * ```
    */
   readIndex(options: ProposeOptions = {}): Promise<LogIndex> {
-    if (this.stopped) return Promise.reject(new StoppedError());
-    if (options.signal?.aborted === true) return Promise.reject(abortReason(options.signal));
-    if (this.pendingByRequest.size + this.pendingByIndex.size + this.pendingReads.size >= this.maxPendingProposals) {
-      return Promise.reject(new RaftLeaseError('TooManyPendingProposals', `${this.maxPendingProposals} requests already await an outcome; wait for some to settle`));
-    }
+    const refused = this.admissionError(options.signal);
+    if (refused !== null) return Promise.reject(refused);
     const timeoutMs = options.timeoutMs ?? this.proposalTimeoutMs;
     const requestId = this.nextRequestId++;
     const outcome = this.guard(() => this.rawNode.readIndex(requestId));
     if (outcome === undefined) return Promise.reject(new StoppedError('the node failed'));
     if (outcome.kind === 'Refused') return Promise.reject(this.refusalError(outcome.refusal, outcome.leaderHint, 0));
     const promise = new Promise<LogIndex>((resolve, reject) => {
-      const signal = options.signal;
-      let abortCleanup: (() => void) | null = null;
-      if (signal !== undefined) {
-        const onAbort = (): void => {
-          this.forgetRead(read);
-          reject(abortReason(signal));
-        };
-        signal.addEventListener('abort', onAbort, { once: true });
-        abortCleanup = () => {
-          signal.removeEventListener('abort', onAbort);
-        };
-      }
+      const abortCleanup = watchAbort(options.signal, (reason) => {
+        this.forgetRead(read);
+        reject(reason);
+      });
       const read: PendingRead = { resolve, reject, requestId, index: null, deadlineMs: this.options.clock.nowMs() + timeoutMs, timeoutMs, abortCleanup };
       this.pendingReads.set(requestId, read);
     });
     this.pump();
     return promise;
+  }
+
+  /** Why a new proposal or read cannot be taken now, or null. */
+  private admissionError(signal: AbortSignal | undefined): Error | null {
+    if (this.stopped) return new StoppedError();
+    if (signal?.aborted === true) return abortReason(signal);
+    if (this.pendingByRequest.size + this.pendingByIndex.size + this.pendingReads.size >= this.maxPendingProposals) {
+      return new RaftLeaseError('TooManyPendingProposals', `${this.maxPendingProposals} requests already await an outcome; wait for some to settle`);
+    }
+    return null;
   }
 
   /** The node's current state. */
@@ -719,6 +705,18 @@ export class RaftNode<Result = unknown> {
       throw fatal;
     });
   }
+}
+
+/** Calls `onAbort` with the signal's reason when it aborts; returns the function that stops watching. */
+function watchAbort(signal: AbortSignal | undefined, onAbort: (reason: Error) => void): (() => void) | null {
+  if (signal === undefined) return null;
+  const listener = (): void => {
+    onAbort(abortReason(signal));
+  };
+  signal.addEventListener('abort', listener, { once: true });
+  return () => {
+    signal.removeEventListener('abort', listener);
+  };
 }
 
 /** The reason an AbortSignal carries, as an Error (the standard `AbortError` when none was given). */

@@ -5,7 +5,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import type { ReadState } from '../../src/raft/index.js';
-import { TestCluster } from '../support/cluster.js';
+import { TestCluster, electedCluster } from '../support/cluster.js';
 
 /** Read states `id` reported since the last call (TestCluster records them as it flushes). */
 function readStatesOf(cluster: TestCluster, id: string): ReadState[] {
@@ -15,15 +15,6 @@ function readStatesOf(cluster: TestCluster, id: string): ReadState[] {
   return states;
 }
 
-function electedCluster(): TestCluster {
-  const cluster = new TestCluster(['n1', 'n2', 'n3']);
-  cluster.campaign('n1');
-  cluster.deliverAll();
-  cluster.tick('n1');
-  cluster.deliverAll();
-  expect(cluster.leaders()).toEqual(['n1']);
-  return cluster;
-}
 
 describe('thesis §6.4 ReadIndex', () => {
   it('the leader answers with its commit index only after a quorum answered a heartbeat sent after the read', () => {

@@ -4,23 +4,15 @@
  */
 import { describe, expect, it } from 'vitest';
 import { nodeId, term, type Message } from '../../src/raft/index.js';
-import { TestCluster } from '../support/cluster.js';
+import type { TestCluster} from '../support/cluster.js';
+import { electedCluster } from '../support/cluster.js';
 
-function elected(): TestCluster {
-  const cluster = new TestCluster(['n1', 'n2', 'n3']);
-  cluster.campaign('n1');
-  cluster.deliverAll();
-  cluster.tick('n1');
-  cluster.deliverAll();
-  expect(cluster.leaders()).toEqual(['n1']);
-  return cluster;
-}
 
 const sent = (cluster: TestCluster, type: Message['type']): Message[] => cluster.queue.filter((message) => message.type === type);
 
 describe('thesis §3.10 leadership transfer', () => {
   it('an up-to-date target gets TimeoutNow at once and wins the next term, though the voters still hear the old leader', () => {
-    const cluster = elected();
+    const cluster = electedCluster();
     expect(cluster.node('n1').transferLeadership(nodeId('n2'))).toEqual({ kind: 'Started' });
     cluster.flush('n1');
     expect(sent(cluster, 'TimeoutNow').map((message) => message.to)).toEqual(['n2']);
@@ -32,7 +24,7 @@ describe('thesis §3.10 leadership transfer', () => {
   });
 
   it('a lagging target is caught up first; TimeoutNow follows its acknowledgement of the last entry', () => {
-    const cluster = elected();
+    const cluster = electedCluster();
     cluster.partition(['n3'], ['n1', 'n2']);
     cluster.propose('n1', 'a');
     cluster.propose('n1', 'b');
@@ -50,14 +42,14 @@ describe('thesis §3.10 leadership transfer', () => {
   });
 
   it('refuses proposals while the transfer runs, naming the target', () => {
-    const cluster = elected();
+    const cluster = electedCluster();
     cluster.partition(['n2'], ['n1', 'n3']);
     cluster.node('n1').transferLeadership(nodeId('n2'));
     expect(cluster.node('n1').propose(new Uint8Array([1]))).toEqual({ kind: 'Refused', refusal: 'ProposalDropped', leaderHint: 'n2' });
   });
 
   it('is abandoned after an election timeout when the target does not take over; the leader goes on', () => {
-    const cluster = elected();
+    const cluster = electedCluster();
     cluster.partition(['n2'], ['n1', 'n3']);
     cluster.node('n1').transferLeadership(nodeId('n2'));
     for (let tick = 0; tick < 10; tick++) {
@@ -70,14 +62,14 @@ describe('thesis §3.10 leadership transfer', () => {
   });
 
   it('only a leader transfers, only to a voter; the leader itself is a no-op', () => {
-    const cluster = elected();
+    const cluster = electedCluster();
     expect(cluster.node('n2').transferLeadership(nodeId('n3'))).toEqual({ kind: 'Refused', reason: 'NotLeader' });
     expect(cluster.node('n1').transferLeadership(nodeId('n9'))).toEqual({ kind: 'Refused', reason: 'UnknownTarget' });
     expect(cluster.node('n1').transferLeadership(nodeId('n1'))).toEqual({ kind: 'AlreadyLeader' });
   });
 
   it('a TimeoutNow from a node that is not the current leader is ignored', () => {
-    const cluster = elected();
+    const cluster = electedCluster();
     cluster.node('n3').step({ type: 'TimeoutNow', from: nodeId('n2'), to: nodeId('n3'), term: term(1) });
     cluster.flush('n3');
     expect(cluster.node('n3').status()).toMatchObject({ role: 'Follower', term: 1, leader: 'n1' });
@@ -86,7 +78,7 @@ describe('thesis §3.10 leadership transfer', () => {
 
 describe('forwarded proposals and former leaders', () => {
   it('a former leader answers a duplicate of a request it appended with where it landed, not NotLeader', () => {
-    const cluster = elected();
+    const cluster = electedCluster();
     cluster.node('n2').propose(new TextEncoder().encode('once'), 77);
     cluster.flush('n2');
     const request = cluster.queue.find((message) => message.type === 'ProposeRequest');
@@ -104,7 +96,7 @@ describe('forwarded proposals and former leaders', () => {
   });
 
   it('a restarted former leader cannot tell whether it appended a request of a term it may have led: OutcomeUnknown', () => {
-    const cluster = elected();
+    const cluster = electedCluster();
     cluster.start('n1');
     cluster.deliverOne({ type: 'ProposeRequest', from: nodeId('n2'), to: nodeId('n1'), term: term(0), requestId: 5, leaderTerm: term(1), data: new Uint8Array([1]) });
     expect(cluster.queue.filter((message) => message.type === 'ProposeResponse')).toMatchObject([{ to: 'n2', requestId: 5, refusal: 'OutcomeUnknown' }]);

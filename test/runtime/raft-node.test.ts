@@ -248,3 +248,17 @@ describe('RaftNode leadership transfer', () => {
     await expect(follower?.transferLeadership()).rejects.toMatchObject({ code: 'NotLeader' });
   });
 });
+
+describe('abort signals', () => {
+  it('an aborted wait rejects with the signal’s reason; an already-aborted signal refuses at once', async () => {
+    cluster = await startRuntimeCluster(['n1', 'n2', 'n3']);
+    const leader = await cluster.waitForLeader();
+    cluster.network.isolate([leader.id], cluster.ids.filter((id) => id !== leader.id).map(nodeId));
+    const controller = new AbortController();
+    const outcome = leader.propose(text('stuck'), { signal: controller.signal }).catch((caught: unknown) => caught);
+    controller.abort(new Error('caller gave up'));
+    expect(await outcome).toMatchObject({ message: 'caller gave up' });
+    expect(leader.status().pendingProposals).toBe(0);
+    await expect(leader.readIndex({ signal: controller.signal })).rejects.toMatchObject({ message: 'caller gave up' });
+  });
+});

@@ -233,3 +233,14 @@ export function describeEntry(entry: Entry): string {
   const text = entry.type === EntryType.Noop ? 'noop' : new TextDecoder().decode(entry.data);
   return `${entry.index}@${entry.term}:${text}`;
 }
+
+/** A three-node cluster in which n1 was elected and its no-op committed everywhere. */
+export function electedCluster(options: Partial<RaftOptions> & { seed?: number } = {}): TestCluster {
+  const cluster = new TestCluster(['n1', 'n2', 'n3'], options);
+  cluster.campaign('n1');
+  cluster.deliverAll();
+  cluster.tick('n1');
+  cluster.deliverAll();
+  if (cluster.leaders().join() !== 'n1') throw new Error(`expected n1 to lead, leaders: ${cluster.leaders().join(', ')}`);
+  return cluster;
+}
