@@ -175,7 +175,7 @@ export class Raft {
   /** Leader only: proposals appended since the last broadcast, sent in one batch per peer. */
   private appendPending = false;
   /** Leader only: forwarded proposals already appended, so a duplicated request is not appended twice. */
-  private readonly forwardedProposals: BoundedMap<string, { readonly index: LogIndex; readonly term: Term }>;
+  private readonly forwardedProposals: BoundedMap<string, { readonly index: LogIndex; readonly term: Term; readonly refusal: ProposalRefusal | null }>;
 
   /** The durable term this incarnation started with. */
   private readonly startTerm: Term;
@@ -894,30 +894,37 @@ export class Raft {
     const key = `${request.from}\u0000${String(request.requestId)}`;
     const earlier = this.forwardedProposals.get(key);
     if (earlier !== undefined) {
-      // A duplicate of a request already appended (possibly while this node still led): answer
-      // again with where it landed, append nothing.
-      this.send(answer(earlier.index, earlier.term, null));
+      // A duplicate of a request already decided (possibly while this node still led): give the same
+      // answer again, so a refused request is never appended later.
+      this.send(answer(earlier.index, earlier.term, earlier.refusal));
       return;
     }
-    if (this.currentRole !== 'Leader') {
-      // "Not appended" is certain only if this node cannot have led in the request's term without
-      // remembering the request: it never led that term in this incarnation, and the term is newer
-      // than anything a previous incarnation could have led (a leader persists its term first).
-      const mayHaveAppended =
-        request.leaderTerm <= this.startTerm || (this.termsLed.includes(request.leaderTerm) && this.forwardedProposals.hasEvicted);
-      this.send(answer(0 as LogIndex, 0 as Term, mayHaveAppended ? 'OutcomeUnknown' : 'NotLeader'));
+    // "Not appended" is certain only if this node cannot have decided the request in the term the
+    // origin meant without remembering it: it did not lead that term in this incarnation (or it still
+    // remembers everything it decided), and the term is newer than anything a previous incarnation
+    // could have led (a leader persists its term first).
+    const mayHaveDecided =
+      request.leaderTerm <= this.startTerm || (this.termsLed.includes(request.leaderTerm) && this.forwardedProposals.hasEvicted);
+    if (this.currentRole !== 'Leader' || request.leaderTerm !== this.currentTerm) {
+      // A leader of another term than the origin meant appends nothing either: the origin's request
+      // may be a duplicate of one this node refused in that term.
+      this.send(answer(0 as LogIndex, 0 as Term, mayHaveDecided ? 'OutcomeUnknown' : 'NotLeader'));
       return;
     }
+    const refuse = (refusal: ProposalRefusal): void => {
+      this.forwardedProposals.set(key, { index: 0 as LogIndex, term: 0 as Term, refusal });
+      this.send(answer(0 as LogIndex, 0 as Term, refusal));
+    };
     if (request.data.byteLength > this.config.maxProposalBytes) {
-      this.send(answer(0 as LogIndex, 0 as Term, 'ProposalTooLarge'));
+      refuse('ProposalTooLarge');
       return;
     }
     const appended = this.appendProposal(request.data);
     if (appended === null) {
-      this.send(answer(0 as LogIndex, 0 as Term, 'ProposalDropped'));
+      refuse('ProposalDropped');
       return;
     }
-    this.forwardedProposals.set(key, appended);
+    this.forwardedProposals.set(key, { ...appended, refusal: null });
     this.send(answer(appended.index, appended.term, null));
   }
 

@@ -102,3 +102,32 @@ describe('forwarded proposals and former leaders', () => {
     expect(cluster.queue.filter((message) => message.type === 'ProposeResponse')).toMatchObject([{ to: 'n2', requestId: 5, refusal: 'OutcomeUnknown' }]);
   });
 });
+
+describe('a refused forwarded proposal is never appended later', () => {
+  it('a duplicate gets the same refusal in the same term, and NotLeader from a leader of a later term', () => {
+    const cluster = electedCluster();
+    cluster.partition(['n3'], ['n1', 'n2']);
+    cluster.node('n1').transferLeadership(nodeId('n3'));
+    const request: Message = { type: 'ProposeRequest', from: nodeId('n2'), to: nodeId('n1'), term: term(0), requestId: 42, leaderTerm: term(1), data: new Uint8Array([7]) };
+    cluster.deliverOne(request);
+    expect(cluster.queue.filter((message) => message.type === 'ProposeResponse')).toMatchObject([{ requestId: 42, refusal: 'ProposalDropped' }]);
+    cluster.dropAll();
+    // The transfer lapses; the duplicate in the same term gets the same refusal.
+    for (let tick = 0; tick < 10; tick++) cluster.tick('n1');
+    cluster.dropAll();
+    cluster.deliverOne(request);
+    expect(cluster.queue.filter((message) => message.type === 'ProposeResponse')).toMatchObject([{ requestId: 42, refusal: 'ProposalDropped' }]);
+    cluster.dropAll();
+    // n1 leads again in a later term: a duplicate meant for term 1 is still not appended.
+    cluster.heal();
+    cluster.campaign('n2');
+    cluster.deliverAll();
+    cluster.campaign('n1');
+    cluster.deliverAll();
+    expect(cluster.leaders()).toEqual(['n1']);
+    const lastIndex = cluster.node('n1').status().lastIndex;
+    cluster.deliverOne(request);
+    expect(cluster.queue.filter((message) => message.type === 'ProposeResponse')).toMatchObject([{ requestId: 42, refusal: 'ProposalDropped' }]);
+    expect(cluster.node('n1').status().lastIndex).toBe(lastIndex);
+  });
+});
