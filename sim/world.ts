@@ -8,6 +8,7 @@
 import {
   decodeMessage,
   encodeMessage,
+  invariant,
   randomIntBelow,
   type Entry,
   type HardState,
@@ -59,7 +60,7 @@ export class SimDisk {
   apply(batch: PersistBatch): void {
     const first = batch.entries[0];
     if (first !== undefined) {
-      if (first.index > this.entries.length + 1) throw new Error(`disk write leaves a gap at ${this.entries.length + 1}`);
+      invariant(first.index <= this.entries.length + 1, () => `disk write leaves a gap at ${this.entries.length + 1}`);
       this.entries.length = first.index - 1;
       for (const entry of batch.entries) this.entries.push(entry);
     }

@@ -151,8 +151,7 @@ export function validateMessage(value: unknown): Message {
       const requestId = fields.integer('requestId');
       const index = fields.integer('index') as LogIndex;
       const refusal = readRefusal(fields.any('refusal'));
-      const hint = fields.any('leaderHint');
-      message = { type: 'ReadIndexResponse', ...header, requestId, index, refusal, leaderHint: hint === null ? null : checkNodeId('leaderHint', hint) };
+      message = { type: 'ReadIndexResponse', ...header, requestId, index, refusal, leaderHint: readLeaderHint(fields.any('leaderHint')) };
       break;
     }
     case TYPE_CODES.ProposeRequest:
@@ -169,9 +168,7 @@ export function validateMessage(value: unknown): Message {
       const index = fields.integer('index') as LogIndex;
       const entryTerm = fields.integer('entryTerm') as Term;
       const refusal = readRefusal(fields.any('refusal'));
-      const hint = fields.any('leaderHint');
-      const leaderHint = hint === null ? null : checkNodeId('leaderHint', hint);
-      message = { type: 'ProposeResponse', ...header, requestId, index, entryTerm, refusal, leaderHint };
+      message = { type: 'ProposeResponse', ...header, requestId, index, entryTerm, refusal, leaderHint: readLeaderHint(fields.any('leaderHint')) };
       break;
     }
     default:
@@ -205,6 +202,10 @@ function readRefusal(value: unknown): ProposalRefusal | null {
   if (value === null) return null;
   if (typeof value !== 'string' || !REFUSALS.includes(value as ProposalRefusal)) throw new DecodeError(`unknown refusal of type ${typeof value}`);
   return value as ProposalRefusal;
+}
+
+function readLeaderHint(value: unknown): NodeId | null {
+  return value === null ? null : checkNodeId('leaderHint', value);
 }
 
 function checkNodeId(field: string, value: unknown): NodeId {

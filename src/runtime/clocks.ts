@@ -95,10 +95,7 @@ export class ManualClock implements Clock {
   }
 }
 
-/**
- * Lets queued promise callbacks run: a macrotask boundary drains every pending microtask. Used by
- * virtual-time drivers (ManualClock, the simulator) between events.
- */
-export async function settle(): Promise<void> {
+/** Lets queued promise callbacks run: a macrotask boundary drains every pending microtask. */
+async function settle(): Promise<void> {
   await new Promise<void>((resolve) => setImmediate(resolve));
 }

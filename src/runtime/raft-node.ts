@@ -93,28 +93,24 @@ export interface RaftNodeStatus {
   readonly pendingProposals: number;
 }
 
-interface PendingProposal<Result> {
-  readonly resolve: (applied: Applied<Result>) => void;
+/** A proposal or read waiting for its outcome. */
+interface PendingRequest<Outcome> {
+  readonly resolve: (outcome: Outcome) => void;
   readonly reject: (error: unknown) => void;
   /** On the node's clock; checked every tick, so a timeout fires up to one tick late. */
   readonly deadlineMs: number;
   readonly timeoutMs: number;
   readonly requestId: number;
   readonly abortCleanup: (() => void) | null;
+  /** Proposal: the index of its entry, once known. Read: the read index, once the leader granted it. */
   index: LogIndex | null;
+}
+
+interface PendingProposal<Result> extends PendingRequest<Applied<Result>> {
   term: Term | null;
 }
 
-interface PendingRead {
-  readonly resolve: (index: LogIndex) => void;
-  readonly reject: (error: unknown) => void;
-  readonly deadlineMs: number;
-  readonly timeoutMs: number;
-  readonly requestId: number;
-  readonly abortCleanup: (() => void) | null;
-  /** The read index once the leader granted it; the read completes when this node applied it. */
-  index: LogIndex | null;
-}
+type PendingRead = PendingRequest<LogIndex>;
 
 /** How many applied results are kept to answer a forwarded proposal whose entry applied first. */
 const RECENT_RESULTS_KEPT = 4096;
