@@ -7,7 +7,7 @@
  *
  * @module
  */
-import type { Entry, HardState, LogIndex, Message, RawNode, Term } from '../src/raft/index.js';
+import type { Entry, HardState, LogIndex, Message, RawNode, Snapshot, Term } from '../src/raft/index.js';
 
 /** Which property broke. */
 export type PropertyName =
@@ -21,6 +21,7 @@ export type PropertyName =
   | 'DurableStateMonotonic'
   | 'DurableBeforeSend'
   | 'OneVotePerTerm'
+  | 'MembershipChangeSafety'
   | 'Liveness'
   | 'Linearizability'
   | 'NodeFailure';
@@ -82,6 +83,8 @@ export class SafetyChecker {
   private readonly durable = new Map<string, HardState>();
   /** node → term → vote cast (durably). */
   private readonly votes = new Map<string, Map<number, string>>();
+  /** snapshot index → fingerprint of the first snapshot seen there (term and state bytes). */
+  private readonly snapshots = new Map<number, { readonly term: number; readonly data: Uint8Array; readonly node: string }>();
 
   /** Sets the position reported with any violation. */
   at(step: number, timeNs: number): void {
@@ -89,8 +92,11 @@ export class SafetyChecker {
     this.timeNs = timeNs;
   }
 
-  /** A batch became durable on `node`'s disk. `storedEntries` is the whole durable log after it. */
-  onDurableWrite(node: string, hardState: HardState | null, entries: readonly Entry[], storedEntries: readonly Entry[]): void {
+  /**
+   * A batch became durable on `node`'s disk. `storedTermAt` reads the durable log after the write
+   * (the term of the stored entry at an index, if held).
+   */
+  onDurableWrite(node: string, hardState: HardState | null, entries: readonly Entry[], storedTermAt: (index: number) => number | undefined): void {
     if (hardState !== null) {
       const previous = this.durable.get(node);
       if (previous !== undefined) {
@@ -112,7 +118,7 @@ export class SafetyChecker {
       this.durable.set(node, hardState);
     }
     for (const entry of entries) {
-      const previousTerm = entry.index === 1 ? 0 : (storedEntries[entry.index - 2]?.term ?? -1);
+      const previousTerm = entry.index === 1 ? 0 : (storedTermAt(entry.index - 1) ?? -1);
       this.checkEntry(node, entry, previousTerm);
     }
   }
@@ -122,7 +128,7 @@ export class SafetyChecker {
    * every message as it leaves: the term it carries is durable (pre-votes excepted: they carry a term
    * the sender does not hold), a granted vote is durable, and an acknowledged entry is on disk.
    */
-  onSend(node: string, message: Message, durable: HardState, durableEntries: number): void {
+  onSend(node: string, message: Message, durable: HardState, durableLastIndex: number): void {
     if (message.type === 'ProposeRequest' || message.type === 'ProposeResponse') return;
     if ((message.type === 'VoteRequest' || message.type === 'VoteResponse') && message.preVote) return;
     if (message.term > durable.term) {
@@ -133,8 +139,29 @@ export class SafetyChecker {
     if (message.type === 'VoteResponse' && message.granted && !voteIsDurable) {
       this.fail('DurableBeforeSend', [node], `granted its vote to ${message.to} in term ${message.term} before the vote was durable (durable: term ${durable.term}, vote ${String(durable.vote)})`);
     }
-    if (message.type === 'AppendResponse' && message.success && message.index > durableEntries) {
-      this.fail('DurableBeforeSend', [node], `acknowledged index ${message.index} with only ${durableEntries} entries on disk`);
+    if (message.type === 'AppendResponse' && message.success && message.index > durableLastIndex) {
+      this.fail('DurableBeforeSend', [node], `acknowledged index ${message.index} with the durable log ending at ${durableLastIndex}`);
+    }
+  }
+
+  /**
+   * A snapshot was taken or installed on `node`. Snapshots at the same index must be identical (the
+   * state machine is deterministic and serializes deterministically), and the snapshot's term must be
+   * that of the entry committed at its index.
+   */
+  onSnapshot(node: string, snapshot: Snapshot): void {
+    const { index, term: snapshotTerm } = snapshot.metadata;
+    const committed = this.committed.get(index);
+    if (committed !== undefined && committed.term !== snapshotTerm) {
+      this.fail('StateMachineSafety', [node], `snapshot at ${index} claims term ${snapshotTerm}, but term ${committed.term} was committed there`);
+    }
+    const earlier = this.snapshots.get(index);
+    if (earlier === undefined) {
+      this.snapshots.set(index, { term: snapshotTerm, data: snapshot.data, node });
+      return;
+    }
+    if (earlier.term !== snapshotTerm || !sameBytes(earlier.data, snapshot.data)) {
+      this.fail('StateMachineSafety', [earlier.node, node], `snapshots at index ${index} differ between ${earlier.node} and ${node}`);
     }
   }
 
@@ -154,6 +181,17 @@ export class SafetyChecker {
     if (known.previousTerm !== previousTerm) {
       this.fail('LogMatching', [node], `entry ${key} follows term ${previousTerm} here but term ${known.previousTerm} elsewhere`);
     }
+  }
+
+  /**
+   * A node's state machine was restored from the snapshot at `index`: the next command it applies
+   * follows that index.
+   */
+  onRestore(node: string, incarnation: number, index: LogIndex): void {
+    const key = `${node}#${incarnation}`;
+    const last = this.lastApplied.get(key) ?? 0;
+    if (index < last) this.fail('StateMachineSafety', [node], `restored a snapshot at ${index} after applying up to ${last}`);
+    this.lastApplied.set(key, index);
   }
 
   /** A node's state machine applied `command` at `index` (incarnations restart at index 1). */
@@ -205,8 +243,10 @@ export class SafetyChecker {
       return;
     }
     if (record.node !== node) this.fail('ElectionSafety', [record.node, node], `two leaders in term ${currentTerm}`);
-    // A leader never overwrites or deletes entries in its log (Figure 3, Leader Append-Only).
-    if (lastIndex < record.lastIndex || log.termAt(record.lastIndex as LogIndex) !== record.lastTerm) {
+    // A leader never overwrites or deletes entries in its log (Figure 3, Leader Append-Only); entries
+    // it compacted into a snapshot are committed and cannot have changed.
+    const recordTerm = record.lastIndex >= log.snapshotIndex() ? log.termAt(record.lastIndex as LogIndex) : record.lastTerm;
+    if (lastIndex < record.lastIndex || recordTerm !== record.lastTerm) {
       this.fail('LeaderAppendOnly', [node], `leader of term ${currentTerm} lost entry ${record.lastIndex}@${record.lastTerm}`);
     }
     record.lastIndex = lastIndex;
@@ -217,6 +257,10 @@ export class SafetyChecker {
       this.fail('LeaderCommitsOwnTerm', [node], `leader of term ${currentTerm} advanced its commit index to ${committedIndex}, an entry of term ${String(log.termAt(committedIndex))}`);
     }
     record.commitIndex = committedIndex;
+    // Thesis §4.1: at most one membership change in flight, so every majority of the old voters
+    // overlaps every majority of the new ones.
+    const uncommittedChanges = log.uncommittedMembershipChanges();
+    if (uncommittedChanges > 1) this.fail('MembershipChangeSafety', [node], `leader of term ${currentTerm} holds ${uncommittedChanges} uncommitted membership changes`);
   }
 
   /** Leader completeness (§5.4): a leader holds every entry committed in an earlier term. */
@@ -224,6 +268,8 @@ export class SafetyChecker {
     const log = core.raft.log;
     for (const [index, record] of this.committed) {
       if (record.commitTerm >= leaderTerm) continue;
+      // A compacted entry is inside the leader's snapshot, which holds only committed entries.
+      if (index <= log.snapshotIndex()) continue;
       if (log.termAt(index as LogIndex) !== record.term) {
         this.fail('LeaderCompleteness', [node], `leader of term ${leaderTerm} lacks entry ${index}@${record.term}, committed in term ${record.commitTerm}`);
       }

@@ -82,6 +82,23 @@ export class KvStateMachine implements StateMachine<KvResult | null> {
       }
     }
   }
+
+  /** The whole store, keys sorted so equal states give byte-identical snapshots. */
+  snapshot(): Uint8Array {
+    const keys = [...this.values.keys()].sort();
+    return packr.pack(keys.map((key) => [key, this.values.get(key) ?? null]));
+  }
+
+  /** Replaces the store with a snapshot's contents. Throws on bytes that are not a kv snapshot. */
+  restore(data: Uint8Array): void {
+    const decoded: unknown = unpackr.unpack(data);
+    if (!Array.isArray(decoded)) throw new TypeError('kv snapshot is not an array');
+    this.values.clear();
+    for (const pair of decoded as unknown[]) {
+      if (!Array.isArray(pair) || pair.length !== 2 || typeof pair[0] !== 'string' || !isValue(pair[1])) throw new TypeError('kv snapshot holds a malformed pair');
+      this.values.set(pair[0], pair[1]);
+    }
+  }
 }
 
 /** How a client reached a node. */

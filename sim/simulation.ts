@@ -7,21 +7,30 @@
  */
 import { createHash } from 'node:crypto';
 import { pino } from 'pino';
-import { SeededPrng, type RaftOptions } from '../src/raft/index.js';
-import { RaftNode, type StateMachine } from '../src/runtime/index.js';
+import { SeededPrng, nodeId, randomIntBelow, type Prng, type RaftOptions } from '../src/raft/index.js';
+import { RaftNode, type SnapshotPolicy, type StateMachine } from '../src/runtime/index.js';
 import { SafetyChecker, ViolationError, type Violation } from './checkers.js';
 import { enabledFaults, swarmFaults, type FaultConfig } from './faults.js';
 import { DEFAULT_KV_WORKLOAD, KvStateMachine, KvWorkload, encodeKvCommand, type KvResult, type KvWorkloadOptions } from './kv.js';
 import { checkLinearizable, type HistoryEvent } from './linearizability.js';
-import { NS_PER_MS, World, type WorldEvent } from './world.js';
+import { NS_PER_MS, World, type DiskOperation, type NodeSlot, type WorldEvent } from './world.js';
 
 /** Options of one run. Everything not given is derived from the seed or defaulted. */
 export interface SimulationOptions {
   readonly seed: number;
   /** Cluster size. Default 5. */
   readonly nodeCount?: number;
-  /** `kv` (default): the linearizable key-value workload; `none`: elections and heartbeats only. */
-  readonly workload?: 'kv' | 'none';
+  /**
+   * `kv` (default): the linearizable key-value workload; `membership`: the kv workload while the
+   * membership changes at random (the cluster starts with 3 voters, the other nodes join as learners,
+   * get promoted and removed); `none`: elections and heartbeats only.
+   */
+  readonly workload?: SimulationWorkload;
+  /**
+   * When nodes snapshot and compact their logs. Default: drawn from the seed (off, or every 50 to
+   * 1,000 entries with a small trailing window and small chunks, so transfers take many chunks).
+   */
+  readonly snapshots?: SnapshotPolicy | false;
   /** Simulated milliseconds of the fault (safety) phase. Default 10,000. */
   readonly faultPhaseMs?: number;
   /** After healing, a leader must commit a proposal within this many simulated ms. Default 10,000. */
@@ -59,6 +68,26 @@ export interface SimulationOptions {
    * an empty (zero-byte) command otherwise.
    */
   readonly livenessCommand?: Uint8Array;
+}
+
+/** The workloads a simulation can run. */
+export type SimulationWorkload = 'kv' | 'membership' | 'none';
+
+/** Voters a `membership` run starts with; the other nodes start empty and wait to be added. */
+const MEMBERSHIP_INITIAL_VOTERS = 3;
+/** Mean simulated ms between membership changes in a `membership` run. */
+const MEMBERSHIP_CHANGE_EVERY_MS = 500;
+
+/**
+ * The seed's snapshot settings: a quarter of the seeds never snapshot, the rest snapshot often, with
+ * chunks small enough that a transfer spans many messages.
+ */
+function seededSnapshotSettings(prng: Prng): { readonly policy: SnapshotPolicy | false; readonly chunkBytes: number } {
+  const intervals = [0, 50, 200, 1_000] as const;
+  const interval = intervals[randomIntBelow(prng, intervals.length)] ?? 0;
+  const trailing = [0, 5, 50][randomIntBelow(prng, 3)] ?? 0;
+  const chunkBytes = [64, 512, 4_096][randomIntBelow(prng, 3)] ?? 512;
+  return { policy: interval === 0 ? false : { intervalEntries: interval, trailingEntries: trailing }, chunkBytes };
 }
 
 /** What a run found. */
@@ -132,6 +161,9 @@ export class Simulation {
   private readonly livenessBoundNs: number;
   private healedAtNs: number | null = null;
   private readonly maxSteps: number;
+  private readonly snapshotPolicy: SnapshotPolicy | false;
+  private readonly raftOptions: Partial<RaftOptions>;
+  private readonly workloadKind: SimulationWorkload;
   private violation: Violation | null = null;
   private livenessAtNs: number | null = null;
   private healed = false;
@@ -144,20 +176,24 @@ export class Simulation {
     const prng = new SeededPrng(options.seed);
     const maxDriftPpm = options.maxDriftPpm ?? 200;
     this.faults = options.faults ?? swarmFaults(prng, { maxDriftPpm: options.driftBeyondBound === true ? maxDriftPpm * 10 : maxDriftPpm });
+    const snapshotSettings = seededSnapshotSettings(prng);
+    this.snapshotPolicy = options.snapshots ?? snapshotSettings.policy;
+    this.raftOptions = { maxSnapshotChunkBytes: snapshotSettings.chunkBytes, ...options.raft };
+    this.workloadKind = options.workload ?? 'kv';
     this.maxDriftPpm = maxDriftPpm;
     const ids = Array.from({ length: this.nodeCount }, (_, index) => `n${index + 1}`);
     this.world = new World(prng, this.faults, ids, options.encodeMessages ?? true, options.trace ?? false);
     this.rafts = ids.map(() => null);
     this.kvMachines = ids.map(() => null);
     this.world.onSend = (slot, message) => {
-      this.checker.onSend(slot.id, message, slot.disk.hardState, slot.disk.entries.length);
+      this.checker.onSend(slot.id, message, slot.disk.hardState, slot.disk.lastIndex());
     };
     this.tickIntervalMs = options.tickIntervalMs ?? 50;
     this.healAtNs = (options.faultPhaseMs ?? 10_000) * NS_PER_MS;
     this.livenessBoundNs = (options.livenessBoundMs ?? 10_000) * NS_PER_MS;
     this.maxSteps = options.maxSteps ?? 20_000_000;
     this.workload =
-      (options.workload ?? 'kv') === 'kv'
+      this.workloadKind !== 'none'
         ? new KvWorkload(
             {
               nowNs: () => this.world.nowNs,
@@ -204,6 +240,7 @@ export class Simulation {
     this.world.record(() => `start seed=${this.options.seed} nodes=${this.nodeCount} faults=${enabledFaults(this.faults).join(',') || 'none'}`);
     for (let index = 0; index < this.nodeCount; index++) this.startNode(index);
     this.scheduleFaults();
+    if (this.workloadKind === 'membership') this.scheduleMembershipChanges();
     this.workload?.start();
   }
 
@@ -347,9 +384,7 @@ export class Simulation {
         const head = slot.disk.inFlight.shift();
         if (head !== event.write) throw new Error('disk writes completed out of order');
         event.write.done = true;
-        slot.disk.apply(event.write.batch);
-        this.checker.onDurableWrite(slot.id, event.write.batch.hardState, event.write.batch.entries, slot.disk.entries);
-        world.record(() => `disk ${slot.id} entries=${event.write.batch.entries.length} hard=${event.write.batch.hardState === null ? '-' : `${event.write.batch.hardState.term}/${String(event.write.batch.hardState.vote)}/${event.write.batch.hardState.commit}`}`);
+        this.applyDiskOperation(slot, event.write.operation);
         event.write.resolve();
         return;
       }
@@ -357,6 +392,25 @@ export class Simulation {
         event.run();
         return;
     }
+  }
+
+  /** Makes a disk operation durable and shows it to the checker. */
+  private applyDiskOperation(slot: NodeSlot, operation: DiskOperation): void {
+    const disk = slot.disk;
+    disk.apply(operation);
+    const termAt = (index: number): number | undefined => disk.termAt(index);
+    if (operation.kind === 'snapshot') {
+      this.checker.onSnapshot(slot.id, operation.snapshot);
+      this.world.record(() => `disk ${slot.id} snapshot=${operation.snapshot.metadata.index} compact=${operation.compactIndex}`);
+      return;
+    }
+    const { batch } = operation;
+    if (batch.snapshot !== null) this.checker.onSnapshot(slot.id, batch.snapshot);
+    this.checker.onDurableWrite(slot.id, batch.hardState, batch.entries, termAt);
+    this.world.record(
+      () =>
+        `disk ${slot.id}${batch.snapshot === null ? '' : ` install=${batch.snapshot.metadata.index}`} entries=${batch.entries.length} hard=${batch.hardState === null ? '-' : `${batch.hardState.term}/${String(batch.hardState.vote)}/${batch.hardState.commit}`}`,
+    );
   }
 
   private observe(index: number): void {
@@ -376,21 +430,35 @@ export class Simulation {
     const kvMachine = this.options.createStateMachine === undefined ? new KvStateMachine() : null;
     const machine: StateMachine = kvMachine ?? this.options.createStateMachine?.(slot.id) ?? new KvStateMachine();
     world.record(() => `start ${slot.id} incarnation=${incarnation}`);
+    const stateMachine: StateMachine = {
+      apply: (command, logIndexValue) => {
+        this.checker.onApply(slot.id, incarnation, logIndexValue, command);
+        return machine.apply(command, logIndexValue);
+      },
+    };
+    const takeSnapshot = machine.snapshot?.bind(machine);
+    const restore = machine.restore?.bind(machine);
+    if (takeSnapshot !== undefined && restore !== undefined) {
+      stateMachine.snapshot = takeSnapshot;
+      stateMachine.restore = (data, metadata) => {
+        world.record(() => `restore ${slot.id} snapshot=${metadata.index}`);
+        this.checker.onRestore(slot.id, incarnation, metadata.index);
+        return restore(data, metadata);
+      };
+    }
+    // A membership run founds the cluster with the first voters; the others join when added.
+    const voters = this.workloadKind === 'membership' ? world.nodes.slice(0, MEMBERSHIP_INITIAL_VOTERS).map((node) => node.id) : world.nodes.map((node) => node.id);
     RaftNode.start<unknown>({
       id: slot.id,
-      voters: world.nodes.map((node) => node.id),
+      voters: index < voters.length || this.workloadKind !== 'membership' ? voters : [],
       transport: world.transportFor(index),
       storage: world.storageFor(index),
       clock: world.clockFor(index),
-      stateMachine: {
-        apply: (command, logIndexValue) => {
-          this.checker.onApply(slot.id, incarnation, logIndexValue, command);
-          return machine.apply(command, logIndexValue);
-        },
-      },
+      stateMachine,
+      snapshots: takeSnapshot === undefined ? false : this.snapshotPolicy,
       tickIntervalMs: this.tickIntervalMs,
       seed: this.options.seed * 31 + index * 7 + incarnation * 1_000_003,
-      raft: this.options.raft ?? {},
+      raft: this.raftOptions,
       logger: pino({ level: 'silent' }),
       onFatalError: (error) => {
         // A checker that fires inside the node's own call stack (a message being sent) surfaces here.
@@ -432,21 +500,33 @@ export class Simulation {
     this.rafts[index] = null;
     this.kvMachines[index] = null;
     // The write in progress may be torn: a prefix of its entries reached the disk, or all of it did
-    // and only the acknowledgement was lost. Later writes never started.
+    // and only the acknowledgement was lost. A snapshot write (taken here or installed from the
+    // leader) may stop after the snapshot itself is durable but before the log was compacted or
+    // replaced. Later writes never started.
     const interrupted = slot.disk.inFlight[0];
     let torn = 'none';
     if (interrupted !== undefined && world.chancePerMille(this.faults.tornWritePerMille)) {
-      const entries = interrupted.batch.entries;
-      if (world.between(0, 1) === 0) {
-        const kept = entries.slice(0, world.between(0, entries.length));
-        if (kept.length > 0) {
-          slot.disk.apply({ hardState: null, entries: kept });
-          this.checker.onDurableWrite(slot.id, null, kept, slot.disk.entries);
+      const operation = interrupted.operation;
+      const snapshot = operation.kind === 'snapshot' ? operation.snapshot : operation.batch.snapshot;
+      const outcome = world.between(0, snapshot === null ? 1 : 2);
+      if (outcome === 0) {
+        if (operation.kind === 'batch' && operation.batch.snapshot === null) {
+          const entries = operation.batch.entries;
+          const kept = entries.slice(0, world.between(0, entries.length));
+          if (kept.length > 0) {
+            slot.disk.appendEntries(kept);
+            this.checker.onDurableWrite(slot.id, null, kept, (at) => slot.disk.termAt(at));
+          }
+          torn = `prefix ${kept.length}/${entries.length}`;
+        } else {
+          torn = 'snapshot-lost';
         }
-        torn = `prefix ${kept.length}/${entries.length}`;
+      } else if (outcome === 2 && snapshot !== null) {
+        slot.disk.storeSnapshot(snapshot);
+        this.checker.onSnapshot(slot.id, snapshot);
+        torn = 'snapshot-only';
       } else {
-        slot.disk.apply(interrupted.batch);
-        this.checker.onDurableWrite(slot.id, interrupted.batch.hardState, entries, slot.disk.entries);
+        this.applyDiskOperation(slot, operation);
         torn = 'complete-unacknowledged';
       }
     }
@@ -533,6 +613,32 @@ export class Simulation {
   healNetwork(): void {
     this.world.cutLinks.clear();
     this.world.record(() => 'heal-network');
+  }
+
+  /**
+   * Membership workload: at random intervals, the leader adds a non-member as a learner, promotes a
+   * learner, or removes a member. Refusals (a change in flight, a learner not caught up, no leader)
+   * are part of the game.
+   */
+  private scheduleMembershipChanges(): void {
+    this.every(MEMBERSHIP_CHANGE_EVERY_MS, 'membership', () => {
+      const leader = this.rafts.find((raft) => raft?.inspectCore().raft.role() === 'Leader');
+      if (leader === undefined || leader === null) return;
+      const membership = leader.status().membership;
+      const ids = this.world.nodes.map((node) => node.id);
+      const outsiders = ids.filter((id) => !membership.voters.includes(nodeId(id)) && !membership.learners.includes(nodeId(id)));
+      const options: { kind: 'AddLearner' | 'PromoteLearner' | 'RemoveNode'; node: string }[] = [
+        ...outsiders.map((node) => ({ kind: 'AddLearner' as const, node })),
+        ...membership.learners.map((node) => ({ kind: 'PromoteLearner' as const, node })),
+        ...membership.learners.map((node) => ({ kind: 'RemoveNode' as const, node })),
+        ...(membership.voters.length > 1 ? membership.voters.map((node) => ({ kind: 'RemoveNode' as const, node })) : []),
+      ];
+      const change = options[this.world.between(0, options.length - 1)];
+      if (change === undefined) return;
+      this.world.stats.membershipChanges++;
+      this.world.record(() => `membership ${leader.id}: ${change.kind} ${change.node}`);
+      leader.changeMembership(change, { timeoutMs: 2_000 }).catch(() => undefined);
+    });
   }
 
   /** A node to crash, pause or cut off: the current leader with the configured chance, else any. */

@@ -15,6 +15,7 @@ import {
   type LogIndex,
   type Message,
   type Prng,
+  type Snapshot,
   type Term,
 } from '../src/raft/index.js';
 import type { Clock, MessageHandler, PersistBatch, PersistentState, Storage, Timer, Transport } from '../src/runtime/index.js';
@@ -40,9 +41,14 @@ export interface SimTimer {
   done: boolean;
 }
 
+/** What a node asked its disk to write: a Ready batch, or a snapshot it took with a compaction. */
+export type DiskOperation =
+  | { readonly kind: 'batch'; readonly batch: PersistBatch }
+  | { readonly kind: 'snapshot'; readonly snapshot: Snapshot; readonly compactIndex: LogIndex };
+
 /** A disk write waiting for its simulated latency. */
 export interface PendingWrite {
-  readonly batch: PersistBatch;
+  readonly operation: DiskOperation;
   readonly resolve: () => void;
   done: boolean;
 }
@@ -50,21 +56,67 @@ export interface PendingWrite {
 /** The durable contents of one node's disk. Survives crashes. */
 export class SimDisk {
   hardState: HardState = { term: 0 as Term, vote: null, commit: 0 as LogIndex };
+  snapshot: Snapshot | null = null;
+  /** Log entries from `firstIndex` on, contiguous. */
   entries: Entry[] = [];
+  firstIndex = 1;
+  /** Term of the entry at `firstIndex - 1` (0 for an uncompacted log). */
+  baseTerm = 0;
   /** Writes issued and not yet complete, oldest first. */
   readonly inFlight: PendingWrite[] = [];
   /** When the last issued write completes: writes complete in issue order. */
   lastCompletionNs = 0;
 
-  /** Makes `batch` durable. */
-  apply(batch: PersistBatch): void {
-    const first = batch.entries[0];
-    if (first !== undefined) {
-      invariant(first.index <= this.entries.length + 1, () => `disk write leaves a gap at ${this.entries.length + 1}`);
-      this.entries.length = first.index - 1;
-      for (const entry of batch.entries) this.entries.push(entry);
+  /** Index of the last stored entry (the compaction point when the log is empty). */
+  lastIndex(): number {
+    return this.firstIndex + this.entries.length - 1;
+  }
+
+  /** Term of the stored entry at `index`, if known. */
+  termAt(index: number): number | undefined {
+    if (index === this.firstIndex - 1) return this.baseTerm;
+    return this.entries[index - this.firstIndex]?.term;
+  }
+
+  /** Makes an operation durable. */
+  apply(operation: DiskOperation): void {
+    if (operation.kind === 'snapshot') {
+      this.storeSnapshot(operation.snapshot);
+      this.compact(operation.compactIndex);
+      return;
     }
+    const batch = operation.batch;
+    if (batch.snapshot !== null) {
+      // A snapshot from the leader replaces the whole log.
+      this.snapshot = batch.snapshot;
+      this.entries = [];
+      this.firstIndex = batch.snapshot.metadata.index + 1;
+      this.baseTerm = batch.snapshot.metadata.term;
+    }
+    this.appendEntries(batch.entries);
     if (batch.hardState !== null) this.hardState = batch.hardState;
+  }
+
+  /** Writes entries, replacing any stored suffix from the first one's index. */
+  appendEntries(entries: readonly Entry[]): void {
+    const first = entries[0];
+    if (first === undefined) return;
+    invariant(first.index >= this.firstIndex && first.index <= this.lastIndex() + 1, () => `disk write at ${first.index} leaves a gap (stored ${this.firstIndex}..${this.lastIndex()})`);
+    this.entries.length = first.index - this.firstIndex;
+    for (const entry of entries) this.entries.push(entry);
+  }
+
+  /** Stores a snapshot without touching the log (the first half of either snapshot write). */
+  storeSnapshot(snapshot: Snapshot): void {
+    if (this.snapshot === null || snapshot.metadata.index > this.snapshot.metadata.index) this.snapshot = snapshot;
+  }
+
+  private compact(compactIndex: LogIndex): void {
+    const drop = Math.min(this.entries.length, compactIndex - this.firstIndex + 1);
+    if (drop <= 0) return;
+    this.baseTerm = this.entries[drop - 1]?.term ?? this.baseTerm;
+    this.entries = this.entries.slice(drop);
+    this.firstIndex += drop;
   }
 }
 
@@ -122,7 +174,7 @@ export class World {
   faultsActive = true;
   readonly trace: string[] | null;
   private readonly indexById: ReadonlyMap<string, number>;
-  readonly stats = { messagesSent: 0, messagesDropped: 0, messagesDuplicated: 0, diskWrites: 0, crashes: 0, pauses: 0, partitions: 0, clockJumps: 0 };
+  readonly stats = { messagesSent: 0, messagesDropped: 0, messagesDuplicated: 0, diskWrites: 0, crashes: 0, pauses: 0, partitions: 0, clockJumps: 0, membershipChanges: 0 };
 
   constructor(
     readonly prng: Prng,
@@ -276,20 +328,24 @@ export class World {
     const slot = this.node(index);
     const incarnation = slot.incarnation;
     return {
-      load: (): Promise<PersistentState> => Promise.resolve({ hardState: slot.disk.hardState, entries: slot.disk.entries.slice() }),
-      persist: (batch: PersistBatch): Promise<void> =>
-        new Promise<void>((resolve) => {
-          if (slot.incarnation !== incarnation) return;
-          const write: PendingWrite = { batch, resolve, done: false };
-          slot.disk.inFlight.push(write);
-          this.stats.diskWrites++;
-          const latencyNs = this.between(this.faults.diskLatencyMinMs * NS_PER_MS, Math.max(1, this.faults.diskLatencyMaxMs * NS_PER_MS));
-          // Writes complete in issue order: never before the previous one.
-          const completionNs = Math.max(this.nowNs + latencyNs, slot.disk.lastCompletionNs);
-          slot.disk.lastCompletionNs = completionNs;
-          this.queue.push(completionNs, { kind: 'disk', node: index, incarnation, write });
-        }),
+      load: (): Promise<PersistentState> => Promise.resolve({ hardState: slot.disk.hardState, entries: slot.disk.entries.slice(), snapshot: slot.disk.snapshot }),
+      persist: (batch: PersistBatch): Promise<void> => this.write(slot, index, incarnation, { kind: 'batch', batch }),
+      saveSnapshot: (snapshot: Snapshot, compactIndex: LogIndex): Promise<void> => this.write(slot, index, incarnation, { kind: 'snapshot', snapshot, compactIndex }),
       close: () => Promise.resolve(),
     };
+  }
+
+  private write(slot: NodeSlot, index: number, incarnation: number, operation: DiskOperation): Promise<void> {
+    return new Promise<void>((resolve) => {
+      if (slot.incarnation !== incarnation) return;
+      const write: PendingWrite = { operation, resolve, done: false };
+      slot.disk.inFlight.push(write);
+      this.stats.diskWrites++;
+      const latencyNs = this.between(this.faults.diskLatencyMinMs * NS_PER_MS, Math.max(1, this.faults.diskLatencyMaxMs * NS_PER_MS));
+      // Writes complete in issue order: never before the previous one.
+      const completionNs = Math.max(this.nowNs + latencyNs, slot.disk.lastCompletionNs);
+      slot.disk.lastCompletionNs = completionNs;
+      this.queue.push(completionNs, { kind: 'disk', node: index, incarnation, write });
+    });
   }
 }

@@ -9,8 +9,8 @@
  */
 import { Packr, Unpackr } from 'msgpackr';
 import { DecodeError } from './errors.js';
-import type { Entry, LogIndex, Message, NodeId, ProposalRefusal, Term } from './types.js';
-import { MAX_NODE_ID_LENGTH } from './config.js';
+import type { Entry, LogIndex, Membership, Message, NodeId, ProposalRefusal, SnapshotMetadata, Term } from './types.js';
+import { MAX_NODE_ID_LENGTH, MAX_VOTERS } from './config.js';
 
 /** Version of the message layout. A peer speaking another version is refused. */
 export const PROTOCOL_VERSION = 1;
@@ -31,6 +31,8 @@ const TYPE_CODES = {
   ReadIndexRequest: 9,
   ReadIndexResponse: 10,
   TimeoutNow: 11,
+  InstallSnapshot: 12,
+  SnapshotResponse: 13,
 } as const satisfies Record<Message['type'], number>;
 
 const REFUSALS: readonly ProposalRefusal[] = ['NotLeader', 'ProposalDropped', 'ProposalTooLarge', 'OutcomeUnknown'];
@@ -71,7 +73,91 @@ export function encodeMessage(message: Message): Uint8Array {
       return packr.pack(header);
     case 'ReadIndexResponse':
       return packr.pack([...header, message.requestId, message.index, message.refusal, message.leaderHint]);
+    case 'InstallSnapshot':
+      return packr.pack([...header, metadataFields(message.metadata), message.totalBytes, message.offset, message.data, message.done]);
+    case 'SnapshotResponse':
+      return packr.pack([...header, message.snapshotIndex, message.receivedBytes, message.gap]);
   }
+}
+
+function metadataFields(metadata: SnapshotMetadata): unknown[] {
+  return [metadata.index, metadata.term, metadata.membership.voters, metadata.membership.learners];
+}
+
+/** Most members (voters plus learners) a decoded membership may name. */
+export const MAX_MEMBERS = 2 * MAX_VOTERS;
+
+/** Encodes a membership as stored in a {@link EntryType.ConfChange} entry. */
+export function encodeMembership(membership: Membership): Uint8Array {
+  return packr.pack([PROTOCOL_VERSION, membership.voters, membership.learners]);
+}
+
+/** Decodes a membership written by {@link encodeMembership}; throws {@link DecodeError} otherwise. */
+export function decodeMembership(bytes: Uint8Array): Membership {
+  let value: unknown;
+  try {
+    value = unpackr.unpack(bytes);
+  } catch (error) {
+    throw new DecodeError('membership is not valid msgpack', { cause: error });
+  }
+  const fields = new Reader(value, 'membership');
+  const version = fields.integer('version');
+  if (version !== PROTOCOL_VERSION) throw new DecodeError(`membership version ${version}, expected ${PROTOCOL_VERSION}`);
+  const membership = readMembership(fields);
+  fields.end();
+  return membership;
+}
+
+/** Encodes snapshot metadata (for storage next to the snapshot bytes). */
+export function encodeSnapshotMetadata(metadata: SnapshotMetadata): Uint8Array {
+  return packr.pack([PROTOCOL_VERSION, ...metadataFields(metadata)]);
+}
+
+/** Decodes metadata written by {@link encodeSnapshotMetadata}; throws {@link DecodeError} otherwise. */
+export function decodeSnapshotMetadata(bytes: Uint8Array): SnapshotMetadata {
+  let value: unknown;
+  try {
+    value = unpackr.unpack(bytes);
+  } catch (error) {
+    throw new DecodeError('snapshot metadata is not valid msgpack', { cause: error });
+  }
+  const fields = new Reader(value, 'snapshot metadata');
+  const version = fields.integer('version');
+  if (version !== PROTOCOL_VERSION) throw new DecodeError(`snapshot metadata version ${version}, expected ${PROTOCOL_VERSION}`);
+  const metadata = readMetadataFields(fields);
+  fields.end();
+  return metadata;
+}
+
+function readMetadataFields(fields: Reader): SnapshotMetadata {
+  const index = fields.integer('snapshotIndex') as LogIndex;
+  const snapshotTerm = fields.integer('snapshotTerm') as Term;
+  return { index, term: snapshotTerm, membership: readMembership(fields) };
+}
+
+function readMembership(fields: Reader): Membership {
+  const voters = readNodeIdList(fields.array('voters'), 'voters');
+  const learners = readNodeIdList(fields.array('learners'), 'learners');
+  const all = new Set<string>(voters);
+  for (const learner of learners) {
+    if (all.has(learner)) throw new DecodeError(`membership names ${learner} twice`);
+    all.add(learner);
+  }
+  if (all.size > MAX_MEMBERS) throw new DecodeError(`membership names more than ${MAX_MEMBERS} nodes`);
+  return { voters, learners };
+}
+
+function readNodeIdList(values: readonly unknown[], field: string): NodeId[] {
+  if (values.length > MAX_MEMBERS) throw new DecodeError(`${field} names more than ${MAX_MEMBERS} nodes`);
+  const ids: NodeId[] = [];
+  const seen = new Set<string>();
+  for (const value of values) {
+    const id = checkNodeId(field, value);
+    if (seen.has(id)) throw new DecodeError(`${field} names ${id} twice`);
+    seen.add(id);
+    ids.push(id);
+  }
+  return ids;
 }
 
 /**
@@ -171,6 +257,28 @@ export function validateMessage(value: unknown): Message {
       message = { type: 'ProposeResponse', ...header, requestId, index, entryTerm, refusal, leaderHint: readLeaderHint(fields.any('leaderHint')) };
       break;
     }
+    case TYPE_CODES.InstallSnapshot: {
+      const metadataReader = new Reader(fields.array('metadata'), 'metadata');
+      const metadata = readMetadataFields(metadataReader);
+      metadataReader.end();
+      const totalBytes = fields.integer('totalBytes');
+      const offset = fields.integer('offset');
+      const data = fields.bytes('data');
+      const done = fields.boolean('done');
+      if (offset + data.byteLength > totalBytes) throw new DecodeError(`snapshot chunk at ${offset} of ${data.byteLength} bytes overruns the ${totalBytes}-byte snapshot`);
+      if (done !== (offset + data.byteLength === totalBytes)) throw new DecodeError('snapshot chunk done flag does not match its position');
+      message = { type: 'InstallSnapshot', ...header, metadata, totalBytes, offset, data, done };
+      break;
+    }
+    case TYPE_CODES.SnapshotResponse:
+      message = {
+        type: 'SnapshotResponse',
+        ...header,
+        snapshotIndex: fields.integer('snapshotIndex') as LogIndex,
+        receivedBytes: fields.integer('receivedBytes'),
+        gap: fields.boolean('gap'),
+      };
+      break;
     default:
       throw new DecodeError(`unknown message type ${typeCode}`);
   }
@@ -191,7 +299,9 @@ function readEntries(values: readonly unknown[], prevLogIndex: LogIndex, message
     fields.end();
     if (index !== prevLogIndex + position + 1) throw new DecodeError(`entries[${position}] has index ${index}, expected ${prevLogIndex + position + 1}`);
     if (entryTerm < previousTerm || entryTerm > messageTerm) throw new DecodeError(`entries[${position}] has term ${entryTerm} out of order`);
-    if (type !== 0 && type !== 1) throw new DecodeError(`entries[${position}] has unknown type ${type}`);
+    if (type !== 0 && type !== 1 && type !== 2) throw new DecodeError(`entries[${position}] has unknown type ${type}`);
+    // A membership entry must decode, or the node would fail on appending it.
+    if (type === 2) decodeMembership(data);
     previousTerm = entryTerm;
     entries.push({ index: index as LogIndex, term: entryTerm as Term, type, data });
   }

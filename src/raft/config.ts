@@ -38,6 +38,12 @@ export interface RaftOptions {
   readonly maxApplyEntriesPerReady: number;
   /** Most forwarded proposal ids the leader remembers to answer duplicates instead of re-appending. */
   readonly maxRememberedForwardedProposals: number;
+  /** Bytes of snapshot data per InstallSnapshot chunk. */
+  readonly maxSnapshotChunkBytes: number;
+  /** Most snapshot chunks in flight to one follower (flow control of snapshot transfers). */
+  readonly maxInflightSnapshotChunks: number;
+  /** Largest snapshot a follower accepts from a leader; a larger transfer is ignored. */
+  readonly maxSnapshotBytes: number;
   /**
    * Deliberate protocol bugs, for proving that the simulator's checkers catch them. Never set this
    * outside such tests: each one breaks Raft's safety.
@@ -77,7 +83,11 @@ export const INJECTED_BUGS: readonly InjectedBug[] = [
 export interface RaftConfig extends RaftOptions {
   /** This node. */
   readonly id: NodeId;
-  /** Every voting member, including this node when it votes. */
+  /**
+   * The initial voting members (the bootstrap configuration), the same list on every founding node.
+   * Once the log or a snapshot holds a membership entry, that is authoritative instead. Empty for a
+   * node that joins a running cluster: it learns the membership from the leader after being added.
+   */
   readonly voters: readonly NodeId[];
 }
 
@@ -95,6 +105,9 @@ export const DEFAULT_RAFT_OPTIONS: RaftOptions = Object.freeze({
   maxProposalBytes: 1024 * 1024,
   maxApplyEntriesPerReady: 4096,
   maxRememberedForwardedProposals: 4096,
+  maxSnapshotChunkBytes: 512 * 1024,
+  maxInflightSnapshotChunks: 4,
+  maxSnapshotBytes: 1024 * 1024 * 1024,
   testOnlyBugs: [],
 });
 
@@ -117,8 +130,8 @@ export function resolveRaftConfig(
   const config: RaftConfig = { ...DEFAULT_RAFT_OPTIONS, ...stripUndefined(input) };
   validateNodeId('id', config.id);
   const votersValue: unknown = config.voters;
-  if (!Array.isArray(votersValue) || votersValue.length === 0) {
-    throw new ConfigError('voters', 'must list at least one voting node');
+  if (!Array.isArray(votersValue)) {
+    throw new ConfigError('voters', 'must be an array of node ids (empty for a node that joins a running cluster)');
   }
   if (config.voters.length > MAX_VOTERS) {
     throw new ConfigError('voters', `at most ${MAX_VOTERS} voters, got ${config.voters.length}`);
@@ -148,6 +161,9 @@ export function resolveRaftConfig(
   positiveInteger('maxProposalBytes', config.maxProposalBytes, 1 << 30);
   positiveInteger('maxApplyEntriesPerReady', config.maxApplyEntriesPerReady, 1_000_000);
   positiveInteger('maxRememberedForwardedProposals', config.maxRememberedForwardedProposals, 1_000_000);
+  positiveInteger('maxSnapshotChunkBytes', config.maxSnapshotChunkBytes, 64 * 1024 * 1024);
+  positiveInteger('maxInflightSnapshotChunks', config.maxInflightSnapshotChunks, 1024);
+  positiveInteger('maxSnapshotBytes', config.maxSnapshotBytes, 2 ** 40);
   const bugs: unknown = config.testOnlyBugs;
   if (!Array.isArray(bugs) || !bugs.every((bug) => INJECTED_BUGS.includes(bug as InjectedBug))) {
     throw new ConfigError('testOnlyBugs', `must list only ${INJECTED_BUGS.join(', ')}`);

@@ -20,7 +20,11 @@ export type ErrorCode =
   | 'Stopped'
   | 'TooManyPendingProposals'
   | 'OutcomeUnknown'
-  | 'StorageFailed';
+  | 'StorageFailed'
+  | 'MembershipChangeInProgress'
+  | 'LearnerNotCaughtUp'
+  | 'InvalidMembershipChange'
+  | 'SnapshotFailed';
 
 /**
  * Base class of every expected error. Match on `code`, not on the class or the message.

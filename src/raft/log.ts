@@ -4,8 +4,9 @@
  *
  * @module
  */
+import { decodeMembership } from './codec.js';
 import { invariant } from './errors.js';
-import type { Entry, LogIndex, Term } from './types.js';
+import { EntryType, type Entry, type LogIndex, type Membership, type SnapshotMetadata, type Term } from './types.js';
 
 /** Payload bytes of an entry, the unit of every byte limit in the core. */
 export function entryBytes(entry: Entry): number {
@@ -21,11 +22,15 @@ export function entryBytes(entry: Entry): number {
  * - `entries[i].index === offset + i`, terms never decrease along the log.
  */
 export class RaftLog {
-  /** Index of the entry before `entries[0]` (0 until log compaction exists). */
-  private readonly offset: LogIndex;
+  /** Index of the entry before `entries[0]`: the last index covered by a snapshot (0 without one). */
+  private offset: LogIndex;
   /** Term of the entry at `offset`. */
-  private readonly offsetTerm: Term;
-  private readonly entries: Entry[];
+  private offsetTerm: Term;
+  /** Membership in effect at `offset` (the snapshot's, or the bootstrap membership). */
+  private offsetMembership: Membership;
+  /** Membership entries held in the log, in index order (few: at most one is uncommitted). */
+  private confEntries: { readonly index: LogIndex; readonly membership: Membership }[] = [];
+  private entries: Entry[];
   /** Highest index known to be replicated on a quorum. */
   private committedIndex: LogIndex;
   /** Highest index the application has acknowledged applying. */
@@ -38,26 +43,105 @@ export class RaftLog {
   private persistingIndex: LogIndex;
 
   /**
-   * @param entries durable entries loaded from Storage, contiguous from index 1.
+   * @param snapshot metadata of the stored snapshot, or null.
+   * @param entries durable entries loaded from Storage, contiguous; entries the snapshot covers are
+   *   skipped, the rest must start right after it.
    * @param committed the persisted commit index.
    * @param applied the index the state machine already reflects.
+   * @param bootstrap the membership before the first membership entry, used without a snapshot.
    */
-  constructor(entries: readonly Entry[], committed: LogIndex, applied: LogIndex) {
-    this.offset = 0 as LogIndex;
-    this.offsetTerm = 0 as Term;
+  constructor(snapshot: SnapshotMetadata | null, entries: readonly Entry[], committed: LogIndex, applied: LogIndex, bootstrap: Membership) {
+    this.offset = snapshot?.index ?? (0 as LogIndex);
+    this.offsetTerm = snapshot?.term ?? (0 as Term);
+    this.offsetMembership = snapshot?.membership ?? bootstrap;
     this.entries = [];
-    for (const entry of entries) this.pushChecked(entry);
+    for (const entry of entries) if (entry.index > this.offset) this.pushChecked(entry);
     const last = this.lastIndex();
-    invariant(committed <= last, () => `loaded commit index ${committed} is beyond the last loaded entry ${last}`);
-    invariant(applied <= committed, () => `applied index ${applied} is beyond the commit index ${committed}`);
-    this.committedIndex = committed;
-    this.appliedIndex = applied;
-    this.applyingIndex = applied;
+    // A snapshot holds only committed state, so the commit index is at least its index.
+    const loadedCommit = Math.max(committed, this.offset) as LogIndex;
+    const loadedApplied = Math.max(applied, this.offset) as LogIndex;
+    invariant(loadedCommit <= last, () => `loaded commit index ${loadedCommit} is beyond the last loaded entry ${last}`);
+    invariant(loadedApplied <= loadedCommit, () => `applied index ${loadedApplied} is beyond the commit index ${loadedCommit}`);
+    this.committedIndex = loadedCommit;
+    this.appliedIndex = loadedApplied;
+    this.applyingIndex = loadedApplied;
     this.stableIndex = last;
     this.persistingIndex = last;
   }
 
-  /** Index of the first entry held (1 for an uncompacted log). */
+  /** The membership in effect: that of the last membership entry in the log, committed or not (thesis §4.1). */
+  membership(): Membership {
+    return this.confEntries.at(-1)?.membership ?? this.offsetMembership;
+  }
+
+  /** The membership in effect at `index` (at or after the snapshot point). */
+  membershipAt(index: LogIndex): Membership {
+    invariant(index >= this.offset, () => `membership at ${index} is before the snapshot point ${this.offset}`);
+    let membership = this.offsetMembership;
+    for (const conf of this.confEntries) {
+      if (conf.index > index) break;
+      membership = conf.membership;
+    }
+    return membership;
+  }
+
+  /** Number of membership entries in the log above the commit index. */
+  uncommittedMembershipChanges(): number {
+    let count = 0;
+    for (let position = this.confEntries.length - 1; position >= 0; position--) {
+      const conf = this.confEntries[position];
+      if (conf === undefined || conf.index <= this.committedIndex) break;
+      count++;
+    }
+    return count;
+  }
+
+  /** Index of the last membership entry in the log; the snapshot point when there is none. */
+  lastMembershipIndex(): LogIndex {
+    return this.confEntries.at(-1)?.index ?? this.offset;
+  }
+
+  /** Index of the last entry covered by the snapshot (0 without one). */
+  snapshotIndex(): LogIndex {
+    return this.offset;
+  }
+
+  /**
+   * Discards entries up to `index`, which a durable snapshot covers (paper §7). Only applied entries
+   * can be compacted: the state machine must already reflect them.
+   */
+  compact(index: LogIndex): void {
+    if (index <= this.offset) return;
+    invariant(index <= this.appliedIndex, () => `compacting to ${index} beyond the applied index ${this.appliedIndex}`);
+    const indexTerm = this.termAt(index);
+    invariant(indexTerm !== undefined, () => `compacting to ${index}, which the log does not hold`);
+    this.offsetMembership = this.membershipAt(index);
+    this.confEntries = this.confEntries.filter((conf) => conf.index > index);
+    this.entries = this.entries.slice(index - this.offset);
+    this.offset = index;
+    this.offsetTerm = indexTerm;
+  }
+
+  /**
+   * Replaces the whole log with a snapshot from the leader (paper Figure 13 step 7): the log conflicts
+   * with or ends before the snapshot, so nothing of it is kept. The state machine is restored from
+   * the snapshot before anything after it is applied.
+   */
+  restore(metadata: SnapshotMetadata): void {
+    invariant(metadata.index > this.committedIndex, () => `restoring snapshot ${metadata.index} at or below the commit index ${this.committedIndex}`);
+    this.entries = [];
+    this.confEntries = [];
+    this.offset = metadata.index;
+    this.offsetTerm = metadata.term;
+    this.offsetMembership = metadata.membership;
+    this.committedIndex = metadata.index;
+    this.applyingIndex = metadata.index;
+    // The snapshot reaches Storage in the same batch as anything appended after it.
+    this.stableIndex = metadata.index;
+    this.persistingIndex = metadata.index;
+  }
+
+  /** Index of the first entry held (1 for an uncompacted log; the snapshot index + 1 after compaction). */
   firstIndex(): LogIndex {
     return (this.offset + 1) as LogIndex;
   }
@@ -243,6 +327,8 @@ export class RaftLog {
     invariant(index > this.committedIndex, () => `truncating committed entry ${index} (commit ${this.committedIndex})`);
     invariant(index > this.offset, () => `truncating compacted entry ${index}`);
     this.entries.length = index - this.offset - 1;
+    // A membership entry removed with the tail takes its configuration with it (thesis §4.1).
+    while ((this.confEntries.at(-1)?.index ?? 0) >= index) this.confEntries.pop();
     // A write in flight may still land the old entries; they are overwritten by the next batch, which
     // starts at `index`, and nothing from `index` on counts as durable until then.
     if (this.persistingIndex >= index) this.persistingIndex = (index - 1) as LogIndex;
@@ -253,6 +339,7 @@ export class RaftLog {
     const expected = this.lastIndex() + 1;
     invariant(entry.index === expected, () => `entry index ${entry.index} does not continue the log (expected ${expected})`);
     invariant(entry.term >= this.lastTerm(), () => `entry term ${entry.term} is below the last term ${this.lastTerm()}`);
+    if (entry.type === EntryType.ConfChange) this.confEntries.push({ index: entry.index, membership: decodeMembership(entry.data) });
     this.entries.push(entry);
   }
 }

@@ -4,15 +4,31 @@
  * @module
  */
 import { invariant } from './errors.js';
-import type { LogIndex } from './types.js';
+import type { LogIndex, Snapshot } from './types.js';
 
 /**
  * - `Probe`: the leader does not know where the follower's log matches; it sends one AppendEntries at
  *   a time and waits for the answer (or the next heartbeat) before sending another.
  * - `Replicate`: the follower is known to match up to `match`; the leader streams entries optimistically,
  *   bounded by the in-flight window.
+ * - `Snapshot`: the follower needs entries the leader has compacted away; the leader streams a
+ *   snapshot in chunks and sends no entries until the follower has installed it (paper §7).
  */
-export type ProgressState = 'Probe' | 'Replicate';
+export type ProgressState = 'Probe' | 'Replicate' | 'Snapshot';
+
+/** A snapshot transfer to one follower. */
+export interface SnapshotTransfer {
+  /** The snapshot being sent; kept even if the leader takes a newer one meanwhile. */
+  readonly snapshot: Snapshot;
+  /** Bytes sent so far (chunks from 0 up to here). */
+  sentBytes: number;
+  /** Bytes the follower acknowledged holding. */
+  ackedBytes: number;
+  /** Whether the last chunk has been sent (and not rewound since). */
+  doneSent: boolean;
+  /** Set by a heartbeat answer, cleared by any chunk acknowledgement: two heartbeats without progress mean a lost chunk. */
+  stalled: boolean;
+}
 
 /** A bounded FIFO of in-flight AppendEntries messages, each remembered by its last index and size. */
 export class Inflights {
@@ -98,6 +114,8 @@ export class Progress {
   /** Heard from since the last CheckQuorum round. */
   recentActive = false;
   readonly inflights: Inflights;
+  /** In Snapshot: the transfer under way. */
+  snapshotTransfer: SnapshotTransfer | null = null;
 
   constructor(match: LogIndex, next: LogIndex, maxInflightMessages: number, maxInflightBytes: number) {
     invariant(match < next, () => `progress match ${match} must be below next ${next}`);
@@ -108,12 +126,22 @@ export class Progress {
 
   /** Whether the leader must hold back AppendEntries to this peer. */
   isPaused(): boolean {
+    if (this.state === 'Snapshot') return true;
     return this.state === 'Probe' ? this.probeSent : this.inflights.full();
+  }
+
+  /** Switches to sending `snapshot`; entries resume once the follower has installed it. */
+  becomeSnapshot(snapshot: Snapshot): void {
+    this.state = 'Snapshot';
+    this.probeSent = false;
+    this.inflights.reset();
+    this.snapshotTransfer = { snapshot, sentBytes: 0, ackedBytes: 0, doneSent: false, stalled: false };
   }
 
   /** Switches to probing from `match + 1`. */
   becomeProbe(): void {
     this.state = 'Probe';
+    this.snapshotTransfer = null;
     this.probeSent = false;
     this.next = (this.match + 1) as LogIndex;
     this.inflights.reset();
@@ -122,6 +150,7 @@ export class Progress {
   /** Switches to streaming from `match + 1`. */
   becomeReplicate(): void {
     this.state = 'Replicate';
+    this.snapshotTransfer = null;
     this.probeSent = false;
     this.next = (this.match + 1) as LogIndex;
     this.inflights.reset();
@@ -156,6 +185,8 @@ export class Progress {
    * highest index it could match. Returns false if the rejection is stale (an answer to an older send).
    */
   maybeDecreaseTo(rejectedIndex: LogIndex, probeHint: LogIndex): boolean {
+    // A rejection during a snapshot transfer answers an append sent before it.
+    if (this.state === 'Snapshot') return false;
     if (this.state === 'Replicate') {
       // A rejection at or below match answers a message sent before the peer's log was known to match.
       if (rejectedIndex <= this.match) return false;

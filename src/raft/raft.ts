@@ -11,6 +11,7 @@
 import { BoundedMap } from './bounded-map.js';
 import type { InjectedBug, RaftConfig } from './config.js';
 import { assertNever, invariant } from './errors.js';
+import { encodeMembership } from './codec.js';
 import { entryBytes, RaftLog } from './log.js';
 import { randomIntBelow, type Prng } from './prng.js';
 import { Progress, type ProgressState } from './progress.js';
@@ -22,7 +23,9 @@ import {
   type Entry,
   type HardState,
   type Heartbeat,
+  type InstallSnapshot,
   type LogIndex,
+  type Membership,
   type Message,
   type NodeId,
   type ProposalRefusal,
@@ -31,6 +34,8 @@ import {
   type ReadIndexRequest,
   type ReadIndexResponse,
   type Role,
+  type Snapshot,
+  type SnapshotResponse,
   type Term,
   type VoteRequest,
   type VoteResponse,
@@ -43,11 +48,38 @@ export interface RaftInit {
   readonly prng: Prng;
   /** Persisted term, vote and commit index (all zero/null for a new node). */
   readonly hardState: HardState;
-  /** Persisted log entries, contiguous from index 1. */
+  /** Persisted log entries, contiguous, starting right after the snapshot (from index 1 without one). */
   readonly entries: readonly Entry[];
-  /** Index the state machine already reflects; 0 for an in-memory state machine. */
+  /** Index the state machine already reflects: the restored snapshot's, or 0. */
   readonly applied: LogIndex;
+  /** The stored snapshot, if any: the log starts after it and the leader sends it to lagging followers. */
+  readonly snapshot?: Snapshot | null;
 }
+
+/**
+ * A membership change (thesis §4.1 single-server changes): add a node as a learner, promote a
+ * caught-up learner to voter, or remove a node (voter or learner).
+ */
+export interface MembershipChange {
+  readonly kind: 'AddLearner' | 'PromoteLearner' | 'RemoveNode';
+  readonly node: NodeId;
+}
+
+/** Why a membership change was refused. */
+export type MembershipChangeRefusal =
+  /** Only the leader changes membership. */
+  | 'NotLeader'
+  /** Another change is not yet committed, the leader has not committed an entry of its term yet, or a leadership transfer is under way: retry shortly. */
+  | 'ChangeInProgress'
+  /** The learner's log is behind the leader's commit index, or it has not answered recently. */
+  | 'LearnerNotCaughtUp'
+  /** The change makes no sense for the current membership (see the message). */
+  | 'InvalidChange';
+
+/** What happened to a membership change. */
+export type MembershipChangeOutcome =
+  | { readonly kind: 'Appended'; readonly index: LogIndex; readonly term: Term; readonly membership: Membership }
+  | { readonly kind: 'Refused'; readonly refusal: MembershipChangeRefusal; readonly reason: string; readonly leaderHint: NodeId | null };
 
 /** What happened to a proposal handed to {@link Raft.propose}. */
 export type ProposeOutcome =
@@ -121,6 +153,8 @@ export interface PeerProgress {
   readonly state: ProgressState;
   readonly inflightMessages: number;
   readonly recentActive: boolean;
+  /** Snapshot bytes acknowledged, while a snapshot is being sent (`state` is `Snapshot`). */
+  readonly snapshotAckedBytes: number | null;
 }
 
 /** A consistent picture of a node for observers. */
@@ -133,6 +167,10 @@ export interface RaftStatus {
   readonly lastIndex: LogIndex;
   readonly commitIndex: LogIndex;
   readonly appliedIndex: LogIndex;
+  /** Last index covered by the snapshot the log starts after (0 without one). */
+  readonly snapshotIndex: LogIndex;
+  /** The membership in effect (the last membership entry in the log, committed or not). */
+  readonly membership: Membership;
   /** Per-peer progress; only a leader tracks it, so it is empty elsewhere. */
   readonly progress: ReadonlyMap<NodeId, PeerProgress>;
 }
@@ -196,6 +234,13 @@ export class Raft {
   /** Read indexes (or refusals) for this node's own reads. */
   private readStates: ReadState[] = [];
 
+  /** The newest snapshot this node has: sent to followers that need compacted entries. */
+  private latestSnapshot: Snapshot | null;
+  /** Follower only: the snapshot being received in chunks. */
+  private incomingSnapshot: { readonly leaderTerm: Term; readonly message: InstallSnapshot; readonly chunks: Uint8Array[]; receivedBytes: number } | null = null;
+  /** A snapshot received from the leader, to be persisted and restored by the runtime. */
+  private snapshotToInstall: Snapshot | null = null;
+
   /** Messages that may be sent at once. */
   private outbox: Message[] = [];
   /** Messages that may be sent only after the current hard state and log are durable. */
@@ -209,7 +254,8 @@ export class Raft {
     this.prng = init.prng;
     this.bugs = new Set(init.config.testOnlyBugs);
     this.forwardedProposals = new BoundedMap(init.config.maxRememberedForwardedProposals);
-    this.log = new RaftLog(init.entries, init.hardState.commit, init.applied);
+    this.latestSnapshot = init.snapshot ?? null;
+    this.log = new RaftLog(init.snapshot?.metadata ?? null, init.entries, init.hardState.commit, init.applied, { voters: init.config.voters, learners: [] });
     this.currentTerm = init.hardState.term;
     this.startTerm = init.hardState.term;
     this.votedFor = init.hardState.vote;
@@ -248,7 +294,12 @@ export class Raft {
 
   /** Whether this node is a voting member. */
   isVoter(): boolean {
-    return this.config.voters.includes(this.id);
+    return this.log.membership().voters.includes(this.id);
+  }
+
+  /** The voting members in effect. */
+  private voters(): readonly NodeId[] {
+    return this.log.membership().voters;
   }
 
   /** The node leadership is being transferred to, if a transfer is under way. */
@@ -266,6 +317,7 @@ export class Raft {
         state: pr.state,
         inflightMessages: pr.inflights.count(),
         recentActive: pr.recentActive,
+        snapshotAckedBytes: pr.snapshotTransfer?.ackedBytes ?? null,
       });
     }
     return {
@@ -277,6 +329,8 @@ export class Raft {
       lastIndex: this.log.lastIndex(),
       commitIndex: this.log.committed(),
       appliedIndex: this.log.applied(),
+      snapshotIndex: this.log.snapshotIndex(),
+      membership: this.log.membership(),
       progress,
     };
   }
@@ -292,8 +346,40 @@ export class Raft {
       this.outbox.length > 0 ||
       this.outboxAfterPersist.length > 0 ||
       this.forwardedOutcomes.length > 0 ||
-      this.readStates.length > 0
+      this.readStates.length > 0 ||
+      this.snapshotToInstall !== null
     );
+  }
+
+  /** Takes the snapshot received from the leader that the runtime must persist and restore, if any. */
+  takeSnapshotToInstall(): Snapshot | null {
+    const snapshot = this.snapshotToInstall;
+    this.snapshotToInstall = null;
+    return snapshot;
+  }
+
+  /**
+   * Records a snapshot the application took of its state at `snapshot.metadata.index` (which must be
+   * applied and durable) and discards log entries up to `compactIndex`. The compaction point is
+   * lowered where needed so the log still holds the entries right after every snapshot currently
+   * being sent, so a follower that installs one can continue from the log (no snapshot loop).
+   * Returns the index the log was compacted to.
+   */
+  compact(snapshot: Snapshot, compactIndex: LogIndex): LogIndex {
+    const snapshotIndex = snapshot.metadata.index;
+    invariant(snapshotIndex <= this.log.applied(), () => `snapshot at ${snapshotIndex} is beyond the applied index ${this.log.applied()}`);
+    if (this.latestSnapshot === null || snapshotIndex > this.latestSnapshot.metadata.index) this.latestSnapshot = snapshot;
+    let upTo = Math.min(compactIndex, snapshotIndex);
+    for (const pr of this.progress.values()) {
+      if (pr.snapshotTransfer !== null) upTo = Math.min(upTo, pr.snapshotTransfer.snapshot.metadata.index);
+    }
+    this.log.compact(upTo as LogIndex);
+    return this.log.snapshotIndex();
+  }
+
+  /** The newest snapshot this node holds, if any. */
+  snapshot(): Snapshot | null {
+    return this.latestSnapshot;
   }
 
   /** Takes the queued outputs. */
@@ -320,10 +406,15 @@ export class Raft {
     if (this.currentRole !== 'Leader') return;
     const own = this.progress.get(this.id);
     invariant(own !== undefined, 'leader has no progress for itself');
-    if (own.maybeUpdate(this.log.stable()) && this.maybeCommit()) {
-      this.broadcastAppend(true);
-      this.releaseReadsAwaitingCommit();
-    }
+    if (own.maybeUpdate(this.log.stable()) && this.maybeCommit()) this.onCommitAdvanced();
+  }
+
+  /** Leader: tell followers the new commit index, release reads, and step down if this node was removed. */
+  private onCommitAdvanced(): void {
+    this.broadcastAppend(true);
+    this.releaseReadsAwaitingCommit();
+    // Thesis §4.2.2: a leader removed from the cluster leads until the change commits, then steps down.
+    if (!this.isVoter() && this.log.committed() >= this.log.lastMembershipIndex()) this.becomeFollower(this.currentTerm, null);
   }
 
   // ---------------------------------------------------------------------------------------------
@@ -368,7 +459,7 @@ export class Raft {
     if (this.currentRole !== 'Leader') return { kind: 'Refused', reason: 'NotLeader' };
     if (target === this.id) return { kind: 'AlreadyLeader' };
     const pr = this.progress.get(target);
-    if (pr === undefined) return { kind: 'Refused', reason: 'UnknownTarget' };
+    if (pr === undefined || !this.voters().includes(target)) return { kind: 'Refused', reason: 'UnknownTarget' };
     this.transferTarget = target;
     this.transferElapsedTicks = 0;
     if (pr.match === this.log.lastIndex()) this.sendTimeoutNow(target);
@@ -393,12 +484,15 @@ export class Raft {
   }
 
   /**
-   * Processes one message from a peer. Messages not addressed to this node, or from a node that is
-   * not a member, are ignored: a stray sender must not be able to raise the term or claim leadership.
+   * Processes one message from a peer. Messages not addressed to this node are ignored, and so are
+   * vote requests from nodes that are not voters in this node's membership: a removed server must not
+   * disrupt the cluster by campaigning (thesis §4.2.3). Other messages are taken from any sender,
+   * because a node whose log lags behind a membership change must still accept the new members'
+   * appends to learn of it; responses from non-members find no progress and are dropped.
    */
   step(message: Message): void {
     if (message.to !== this.id || message.from === this.id) return;
-    if (!this.config.voters.includes(message.from)) return;
+    if (message.type === 'VoteRequest' && !this.voters().includes(message.from)) return;
     if (message.type === 'ProposeRequest') {
       this.handleProposeRequest(message);
       return;
@@ -446,6 +540,13 @@ export class Raft {
       case 'TimeoutNow':
         this.handleTimeoutNow(message.from);
         return;
+      case 'InstallSnapshot':
+        this.acceptLeader(message.from);
+        this.handleInstallSnapshot(message);
+        return;
+      case 'SnapshotResponse':
+        this.handleSnapshotResponse(message);
+        return;
       default:
         assertNever(message, 'message type');
     }
@@ -469,13 +570,13 @@ export class Raft {
       const isGrantedPreVote = message.type === 'VoteResponse' && message.preVote && message.granted;
       // A pre-vote carries the term its sender would campaign in; it changes no one's term.
       if (!isPreVoteRequest && !isGrantedPreVote) {
-        const leader = message.type === 'AppendRequest' || message.type === 'Heartbeat' ? message.from : null;
+        const leader = message.type === 'AppendRequest' || message.type === 'Heartbeat' || message.type === 'InstallSnapshot' ? message.from : null;
         this.becomeFollower(message.term, leader);
       }
       return true;
     }
     if (message.term < this.currentTerm) {
-      if ((this.config.checkQuorum || this.config.preVote) && (message.type === 'AppendRequest' || message.type === 'Heartbeat')) {
+      if ((this.config.checkQuorum || this.config.preVote) && (message.type === 'AppendRequest' || message.type === 'Heartbeat' || message.type === 'InstallSnapshot')) {
         // A leader of an older term must learn the newer term, or a node that raised its term while
         // cut off could never rejoin: with pre-vote and check-quorum it would ignore that leader and
         // that leader would never hear of a newer term.
@@ -529,20 +630,30 @@ export class Raft {
     this.termsLed.push(this.currentTerm);
     if (this.termsLed.length > 64) this.termsLed.shift();
     const last = this.log.lastIndex();
-    for (const voter of this.config.voters) {
-      // Paper Figure 2: nextIndex starts just after the leader's last entry, matchIndex at 0.
-      const pr = new Progress(0 as LogIndex, (last + 1) as LogIndex, this.config.maxInflightMessages, this.config.maxInflightBytes);
-      if (voter === this.id) {
-        pr.match = this.log.stable();
-        pr.becomeReplicate();
-        pr.recentActive = true;
-      }
-      this.progress.set(voter, pr);
-    }
+    const own = new Progress(this.log.stable(), (last + 1) as LogIndex, this.config.maxInflightMessages, this.config.maxInflightBytes);
+    own.becomeReplicate();
+    own.recentActive = true;
+    this.progress.set(this.id, own);
+    // Paper Figure 2: nextIndex starts just after the leader's last entry, matchIndex at 0.
+    this.syncProgressWithMembership();
     // Paper §8: a no-op entry at the start of the term lets the leader commit entries of earlier terms
     // (which it may not do by counting replicas, §5.4.2) and learn the commit index at once.
     this.log.appendAsLeader([{ index: (last + 1) as LogIndex, term: this.currentTerm, type: EntryType.Noop, data: EMPTY }]);
     this.broadcastAppend(true);
+  }
+
+  /** Leader: tracks every member (voters and learners) and nobody else; this node is always tracked. */
+  private syncProgressWithMembership(): void {
+    const membership = this.log.membership();
+    const next = (this.log.lastIndex() + 1) as LogIndex;
+    for (const member of [...membership.voters, ...membership.learners]) {
+      if (this.progress.has(member)) continue;
+      this.progress.set(member, new Progress(0 as LogIndex, next, this.config.maxInflightMessages, this.config.maxInflightBytes));
+    }
+    for (const peer of [...this.progress.keys()]) {
+      if (peer !== this.id && !membership.voters.includes(peer) && !membership.learners.includes(peer)) this.progress.delete(peer);
+    }
+    if (this.transferTarget !== null && !membership.voters.includes(this.transferTarget)) this.transferTarget = null;
   }
 
   private resetForTerm(newTerm: Term): void {
@@ -608,8 +719,9 @@ export class Raft {
 
   private quorumActive(): boolean {
     let active = 0;
-    for (const voter of this.config.voters) if (this.progress.get(voter)?.recentActive === true) active++;
-    return active >= quorumSize(this.config.voters.length);
+    const voters = this.voters();
+    for (const voter of voters) if (this.progress.get(voter)?.recentActive === true) active++;
+    return active >= quorumSize(voters.length);
   }
 
   // ---------------------------------------------------------------------------------------------
@@ -622,11 +734,11 @@ export class Raft {
     else this.becomeCandidate();
     const voteTerm = (preVote ? this.currentTerm + 1 : this.currentTerm) as Term;
     this.votes.set(this.id, true);
-    if (voteOutcome(this.config.voters, this.votes) === 'Won') {
+    if (voteOutcome(this.voters(), this.votes) === 'Won') {
       this.onElectionWon(preVote);
       return;
     }
-    for (const voter of this.config.voters) {
+    for (const voter of this.voters()) {
       if (voter === this.id) continue;
       const request: VoteRequest = {
         type: 'VoteRequest',
@@ -680,7 +792,7 @@ export class Raft {
     // (for the term this node is now in) must not count towards this round.
     if (response.preVote && response.granted && response.term !== this.currentTerm + 1) return;
     if (!this.votes.has(response.from)) this.votes.set(response.from, response.granted);
-    const outcome = voteOutcome(this.config.voters, this.votes);
+    const outcome = voteOutcome(this.voters(), this.votes);
     switch (outcome) {
       case 'Won':
         this.onElectionWon(expectPreVote);
@@ -766,10 +878,12 @@ export class Raft {
     if (!pr.maybeUpdate(response.index)) return;
     if (response.from === this.transferTarget && pr.match === this.log.lastIndex()) this.sendTimeoutNow(response.from);
     if (pr.state === 'Probe') pr.becomeReplicate();
-    else pr.inflights.freeUpTo(response.index);
+    else if (pr.state === 'Snapshot') {
+      // The follower installed the snapshot (or already held its entries): continue from the log.
+      if (pr.match >= this.log.snapshotIndex()) pr.becomeReplicate();
+    } else pr.inflights.freeUpTo(response.index);
     if (this.maybeCommit()) {
-      this.broadcastAppend(true);
-      this.releaseReadsAwaitingCommit();
+      this.onCommitAdvanced();
     } else if (wasPaused || pr.next <= this.log.lastIndex()) {
       // The window opened: stream what the follower still lacks.
       this.sendAppend(response.from, false);
@@ -782,6 +896,20 @@ export class Raft {
     if (pr === undefined) return;
     pr.recentActive = true;
     if (context > 0) this.acknowledgeReads(from, context);
+    const transfer = pr.snapshotTransfer;
+    if (pr.state === 'Snapshot' && transfer !== null) {
+      // Two heartbeat round trips without a chunk acknowledgement: a chunk (or the final answer) was
+      // lost; resend from what the follower acknowledged.
+      if (transfer.stalled) {
+        transfer.sentBytes = transfer.ackedBytes;
+        transfer.doneSent = false;
+        transfer.stalled = false;
+        this.sendSnapshotChunks(from, pr);
+      } else {
+        transfer.stalled = true;
+      }
+      return;
+    }
     // A heartbeat round trip ends a probe that may have been lost, and opens a full window by one:
     // if the whole window was lost, the next append is rejected and the leader rewinds to `match`.
     pr.probeSent = false;
@@ -793,7 +921,7 @@ export class Raft {
 
   /** Paper §5.3–5.4.2: commit the highest index on a quorum, but only by counting an entry of this term. */
   private maybeCommit(): boolean {
-    const candidate = committedIndex(this.config.voters, (voter) => this.progress.get(voter)?.match ?? (0 as LogIndex));
+    const candidate = committedIndex(this.voters(), (voter) => this.progress.get(voter)?.match ?? (0 as LogIndex));
     const previous = this.log.committed();
     if (candidate <= previous) return false;
     if (this.log.termAt(candidate) !== this.currentTerm && !this.bugs.has('CommitPreviousTermByCounting')) return false;
@@ -826,6 +954,14 @@ export class Raft {
     const pr = this.progress.get(peer);
     if (pr === undefined || pr.isPaused()) return false;
     const prevLogIndex = (pr.next - 1) as LogIndex;
+    if (prevLogIndex < this.log.snapshotIndex()) {
+      // The follower needs entries this log no longer holds (paper §7): send the snapshot instead.
+      const snapshot = this.latestSnapshot;
+      invariant(snapshot !== null, () => `log compacted to ${this.log.snapshotIndex()} without a snapshot`);
+      pr.becomeSnapshot(snapshot);
+      this.sendSnapshotChunks(peer, pr);
+      return false;
+    }
     const prevLogTerm = this.log.termAt(prevLogIndex);
     invariant(prevLogTerm !== undefined, () => `no term for index ${prevLogIndex} (log ${this.log.firstIndex()}..${this.log.lastIndex()})`);
     const entries = this.log.slice(pr.next, this.config.maxEntriesPerMessage, this.config.maxBytesPerMessage);
@@ -929,6 +1065,168 @@ export class Raft {
   }
 
   // ---------------------------------------------------------------------------------------------
+  // Membership changes (thesis §4.1–4.3: one server at a time)
+
+  /**
+   * Proposes a membership change. Single-server changes keep every majority of the old voters
+   * overlapping every majority of the new ones, so no joint configuration is needed. The rules:
+   * - at most one change is in flight: the last membership entry must be committed first;
+   * - the leader must have committed an entry of its own term (the no-op) first, which closes the
+   *   hole in single-server changes across leader changes that Ongaro described after the thesis
+   *   (a new leader could otherwise combine an uncommitted change of an earlier term with its own);
+   * - a node joins as a learner and is promoted only once it has caught up (thesis §4.2.1);
+   * - the last voter cannot be removed.
+   * The change takes effect on each node as soon as it is in its log (thesis §4.1).
+   */
+  proposeMembershipChange(change: MembershipChange): MembershipChangeOutcome {
+    const refuse = (refusal: MembershipChangeRefusal, reason: string): MembershipChangeOutcome => ({ kind: 'Refused', refusal, reason, leaderHint: this.leaderId });
+    if (this.currentRole !== 'Leader') return refuse('NotLeader', 'only the leader changes membership');
+    if (this.transferTarget !== null) return refuse('ChangeInProgress', 'a leadership transfer is under way');
+    if (this.log.termAt(this.log.committed()) !== this.currentTerm) return refuse('ChangeInProgress', 'the leader has not yet committed an entry of its term');
+    if (this.log.lastMembershipIndex() > this.log.committed()) return refuse('ChangeInProgress', 'the previous membership change is not committed yet');
+    const current = this.log.membership();
+    const { node } = change;
+    const isVoter = current.voters.includes(node);
+    const isLearner = current.learners.includes(node);
+    let next: Membership;
+    switch (change.kind) {
+      case 'AddLearner':
+        if (isVoter || isLearner) return refuse('InvalidChange', `${node} is already a ${isVoter ? 'voter' : 'learner'}`);
+        next = { voters: current.voters, learners: [...current.learners, node] };
+        break;
+      case 'PromoteLearner': {
+        if (!isLearner) return refuse('InvalidChange', `${node} is not a learner${isVoter ? ' (it already votes)' : ''}; add it as a learner first`);
+        const pr = this.progress.get(node);
+        if (pr === undefined || pr.match < this.log.committed() || !pr.recentActive) {
+          return refuse('LearnerNotCaughtUp', `${node} holds entries up to ${pr?.match ?? 0}, the commit index is ${this.log.committed()}; wait for it to catch up`);
+        }
+        next = { voters: [...current.voters, node], learners: current.learners.filter((learner) => learner !== node) };
+        break;
+      }
+      case 'RemoveNode':
+        if (!isVoter && !isLearner) return refuse('InvalidChange', `${node} is not a member`);
+        if (isVoter && current.voters.length === 1) return refuse('InvalidChange', `${node} is the last voter`);
+        next = { voters: current.voters.filter((voter) => voter !== node), learners: current.learners.filter((learner) => learner !== node) };
+        break;
+      default:
+        return assertNever(change.kind, 'membership change');
+    }
+    const index = (this.log.lastIndex() + 1) as LogIndex;
+    this.log.appendAsLeader([{ index, term: this.currentTerm, type: EntryType.ConfChange, data: encodeMembership(next) }]);
+    this.appendPending = true;
+    this.syncProgressWithMembership();
+    // A removed voter no longer counts: the commit index may now be reachable without it.
+    if (this.maybeCommit()) this.onCommitAdvanced();
+    return { kind: 'Appended', index, term: this.currentTerm, membership: next };
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Snapshots (paper §7, Figure 13)
+
+  /** Sends chunks of the snapshot transfer to `peer` while its window allows. */
+  private sendSnapshotChunks(peer: NodeId, pr: Progress): void {
+    const transfer = pr.snapshotTransfer;
+    if (transfer === null) return;
+    const { snapshot } = transfer;
+    const total = snapshot.data.byteLength;
+    const chunkBytes = this.config.maxSnapshotChunkBytes;
+    const windowBytes = chunkBytes * this.config.maxInflightSnapshotChunks;
+    // Bounded: each round sends one chunk and advances sentBytes, or sets doneSent.
+    while (!transfer.doneSent && transfer.sentBytes - transfer.ackedBytes < windowBytes) {
+      const offset = transfer.sentBytes;
+      const end = Math.min(total, offset + chunkBytes);
+      const done = end === total;
+      this.send({
+        type: 'InstallSnapshot',
+        from: this.id,
+        to: peer,
+        term: this.currentTerm,
+        metadata: snapshot.metadata,
+        totalBytes: total,
+        offset,
+        data: snapshot.data.subarray(offset, end),
+        done,
+      });
+      transfer.sentBytes = end;
+      transfer.doneSent = done;
+    }
+  }
+
+  private handleSnapshotResponse(response: SnapshotResponse): void {
+    if (this.currentRole !== 'Leader') return;
+    const pr = this.progress.get(response.from);
+    const transfer = pr?.snapshotTransfer ?? null;
+    if (pr === undefined) return;
+    pr.recentActive = true;
+    if (pr.state !== 'Snapshot' || transfer === null || transfer.snapshot.metadata.index !== response.snapshotIndex) return;
+    transfer.stalled = false;
+    if (response.receivedBytes > transfer.ackedBytes) transfer.ackedBytes = Math.min(response.receivedBytes, transfer.snapshot.data.byteLength);
+    if (response.gap) {
+      // A chunk was lost: resume from what the follower holds.
+      transfer.sentBytes = transfer.ackedBytes;
+      transfer.doneSent = false;
+    }
+    this.sendSnapshotChunks(response.from, pr);
+  }
+
+  private handleInstallSnapshot(message: InstallSnapshot): void {
+    if (this.currentRole !== 'Follower') return;
+    const { metadata } = message;
+    const committed = this.log.committed();
+    if (metadata.index <= committed) {
+      // Everything the snapshot covers is committed here already (a stale or repeated transfer):
+      // report the commit index, as for a stale append, so the leader continues from the log.
+      this.incomingSnapshot = null;
+      this.sendAfterPersist(this.appendResponse(message.from, true, committed, 0 as LogIndex, 0 as Term));
+      return;
+    }
+    const ack = (receivedBytes: number, gap: boolean): void => {
+      this.send({ type: 'SnapshotResponse', from: this.id, to: message.from, term: this.currentTerm, snapshotIndex: metadata.index, receivedBytes, gap });
+    };
+    let incoming = this.incomingSnapshot;
+    const sameSnapshot =
+      incoming !== null && incoming.message.metadata.index === metadata.index && incoming.message.metadata.term === metadata.term && incoming.message.totalBytes === message.totalBytes;
+    if (!sameSnapshot) {
+      if (message.offset !== 0) {
+        ack(0, true);
+        return;
+      }
+      // A transfer larger than this node accepts is ignored; the leader keeps retrying (see docs).
+      if (message.totalBytes > this.config.maxSnapshotBytes) return;
+      incoming = { leaderTerm: this.currentTerm, message, chunks: [], receivedBytes: 0 };
+      this.incomingSnapshot = incoming;
+    }
+    invariant(incoming !== null, 'no incoming snapshot');
+    if (message.offset < incoming.receivedBytes) {
+      ack(incoming.receivedBytes, false);
+      return;
+    }
+    if (message.offset > incoming.receivedBytes) {
+      ack(incoming.receivedBytes, true);
+      return;
+    }
+    incoming.chunks.push(message.data);
+    incoming.receivedBytes += message.data.byteLength;
+    if (!message.done) {
+      ack(incoming.receivedBytes, false);
+      return;
+    }
+    this.incomingSnapshot = null;
+    if (this.log.matchTerm(metadata.index, metadata.term)) {
+      // Figure 13 step 6: the log already holds the snapshot's last entry, so it holds everything the
+      // snapshot covers; keep the log and its tail, and just commit up to the snapshot.
+      this.log.commitTo(metadata.index);
+    } else {
+      // Step 7: discard the whole log and install the snapshot.
+      const data = concatChunks(incoming.chunks, incoming.receivedBytes);
+      this.log.restore(metadata);
+      this.latestSnapshot = { metadata, data };
+      this.snapshotToInstall = this.latestSnapshot;
+    }
+    this.sendAfterPersist(this.appendResponse(message.from, true, metadata.index, 0 as LogIndex, 0 as Term));
+  }
+
+  // ---------------------------------------------------------------------------------------------
   // Leadership transfer (thesis §3.10)
 
   private sendTimeoutNow(target: NodeId): void {
@@ -971,8 +1269,8 @@ export class Raft {
     this.readsUnsent = [];
     const round: ReadRound = { context: ++this.lastReadContext, index: this.log.committed(), reads, acks: new Set([this.id]) };
     this.readRounds.push(round);
-    if (this.bugs.has('ReadWithoutLeadershipCheck')) for (const voter of this.config.voters) round.acks.add(voter);
-    if (this.config.voters.length > 1) this.broadcastHeartbeat(round.context);
+    if (this.bugs.has('ReadWithoutLeadershipCheck')) for (const voter of this.voters()) round.acks.add(voter);
+    if (this.voters().some((voter) => voter !== this.id)) this.broadcastHeartbeat(round.context);
     this.releaseConfirmedReads();
   }
 
@@ -986,13 +1284,14 @@ export class Raft {
   }
 
   private releaseConfirmedReads(): void {
-    const quorum = quorumSize(this.config.voters.length);
+    const voters = this.voters();
+    const quorum = quorumSize(voters.length);
     // Bounded by the number of rounds; each released round is removed.
     while (this.readRounds.length > 0) {
       const round = this.readRounds[0];
       if (round === undefined) break;
       let acks = 0;
-      for (const voter of this.config.voters) if (round.acks.has(voter)) acks++;
+      for (const voter of voters) if (round.acks.has(voter)) acks++;
       if (acks < quorum) break;
       this.readRounds.shift();
       for (const read of round.reads) this.answerRead(read, round.index, null);
@@ -1055,4 +1354,15 @@ export class Raft {
       rejectHintTerm,
     };
   }
+}
+
+function concatChunks(chunks: readonly Uint8Array[], totalBytes: number): Uint8Array {
+  if (chunks.length === 1 && chunks[0] !== undefined) return chunks[0];
+  const data = new Uint8Array(totalBytes);
+  let offset = 0;
+  for (const chunk of chunks) {
+    data.set(chunk, offset);
+    offset += chunk.byteLength;
+  }
+  return data;
 }

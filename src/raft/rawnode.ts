@@ -8,6 +8,8 @@ import { invariant } from './errors.js';
 import {
   Raft,
   type ForwardedProposalOutcome,
+  type MembershipChange,
+  type MembershipChangeOutcome,
   type ProposeOutcome,
   type RaftInit,
   type RaftStatus,
@@ -15,7 +17,7 @@ import {
   type ReadState,
   type TransferOutcome,
 } from './raft.js';
-import type { Entry, HardState, LogIndex, Message, NodeId, Role } from './types.js';
+import type { Entry, HardState, LogIndex, Message, NodeId, Role, Snapshot, SnapshotMetadata } from './types.js';
 
 /** Role and leader, reported when they change. Volatile: never persisted. */
 export interface SoftState {
@@ -27,11 +29,12 @@ export interface SoftState {
  * One batch of work for the runtime. Handle it in this order:
  * 1. send `messages` (they depend on nothing unpersisted; the leader's AppendEntries go out while its
  *    own write is in progress, thesis §10.2.1);
- * 2. write `hardState` (if not null) and `entries` to stable storage in one durable batch; `entries`
- *    may start at or below the last stored index, in which case the stored suffix from
- *    `entries[0].index` is replaced;
+ * 2. write `snapshot` (if not null), `hardState` (if not null) and `entries` to stable storage in one
+ *    durable batch. A snapshot replaces the whole stored log; `entries` then continue right after it.
+ *    Otherwise `entries` may start at or below the last stored index, in which case the stored
+ *    suffix from `entries[0].index` is replaced;
  * 3. only then send `messagesAfterPersist` (votes and acknowledgements that promise durable state);
- * 4. apply `committedEntries` in order;
+ * 4. restore the state machine from `snapshot` (if not null), then apply `committedEntries` in order;
  * 5. call {@link RawNode.advance}.
  */
 export interface Ready {
@@ -39,6 +42,11 @@ export interface Ready {
   readonly softState: SoftState | null;
   /** Hard state to persist, or null when unchanged. */
   readonly hardState: HardState | null;
+  /**
+   * A snapshot received from the leader: persist it (replacing the stored log) and restore the state
+   * machine from it before applying `committedEntries`. Null almost always.
+   */
+  readonly snapshot: Snapshot | null;
   /** Log entries to persist. */
   readonly entries: readonly Entry[];
   /** Messages to send now. */
@@ -51,7 +59,7 @@ export interface Ready {
   readonly forwardedOutcomes: readonly ForwardedProposalOutcome[];
   /** Read indexes (or refusals) for this node's {@link RawNode.readIndex} requests. */
   readonly readStates: readonly ReadState[];
-  /** Whether steps 2 needs a durable write (a hard state or entries to persist). */
+  /** Whether step 2 needs a durable write (a snapshot, a hard state or entries to persist). */
   readonly mustPersist: boolean;
 }
 
@@ -77,7 +85,7 @@ export class RawNode {
   private lastHardState: HardState;
   private lastSoftState: SoftState;
   /** The Ready handed out and not yet acknowledged. */
-  private outstanding: { readonly lastCommittedIndex: LogIndex | null } | null = null;
+  private outstanding: { readonly lastCommittedIndex: LogIndex | null; readonly snapshotIndex: LogIndex | null } | null = null;
 
   constructor(init: RaftInit) {
     this.raft = new Raft(init);
@@ -103,6 +111,31 @@ export class RawNode {
   /** Hands leadership to `target`; see {@link Raft.transferLeadership}. */
   transferLeadership(target: NodeId): TransferOutcome {
     return this.raft.transferLeadership(target);
+  }
+
+  /** Proposes a membership change (leader only); see {@link Raft.proposeMembershipChange}. */
+  proposeMembershipChange(change: MembershipChange): MembershipChangeOutcome {
+    return this.raft.proposeMembershipChange(change);
+  }
+
+  /**
+   * The metadata a snapshot of the state machine at applied index `index` must carry: the term of
+   * that entry and the membership in effect there.
+   */
+  snapshotMetadata(index: LogIndex): SnapshotMetadata {
+    const log = this.raft.log;
+    invariant(index <= log.applied(), () => `snapshot at ${index} is beyond the applied index ${log.applied()}`);
+    const entryTerm = log.termAt(index);
+    invariant(entryTerm !== undefined, () => `snapshot at ${index}: the log no longer holds that entry`);
+    return { index, term: entryTerm, membership: log.membershipAt(index) };
+  }
+
+  /**
+   * Records a durable snapshot and compacts the log up to `compactIndex` (at most the snapshot's
+   * index); see {@link Raft.compact}. Returns the index the log was compacted to.
+   */
+  compact(snapshot: Snapshot, compactIndex: LogIndex): LogIndex {
+    return this.raft.compact(snapshot, compactIndex);
   }
 
   /** Asks for a linearizable read index; see {@link Raft.readIndex}. */
@@ -137,6 +170,7 @@ export class RawNode {
   ready(): Ready {
     invariant(this.outstanding === null, 'ready() called again before advance()');
     const output = this.raft.takeOutput();
+    const snapshot = this.raft.takeSnapshotToInstall();
     const log = this.raft.log;
     const entries = log.takeUnstableEntries();
     const currentHardState = this.raft.hardState();
@@ -152,17 +186,18 @@ export class RawNode {
       this.lastSoftState = softState;
     }
     const committedEntries = log.takeEntriesToApply(this.raft.config.maxApplyEntriesPerReady);
-    this.outstanding = { lastCommittedIndex: committedEntries.at(-1)?.index ?? null };
+    this.outstanding = { lastCommittedIndex: committedEntries.at(-1)?.index ?? null, snapshotIndex: snapshot?.metadata.index ?? null };
     return {
       softState,
       hardState,
+      snapshot,
       entries,
       messages: output.messages,
       messagesAfterPersist: output.messagesAfterPersist,
       committedEntries,
       forwardedOutcomes: output.forwardedOutcomes,
       readStates: output.readStates,
-      mustPersist: hardState !== null || entries.length > 0,
+      mustPersist: snapshot !== null || hardState !== null || entries.length > 0,
     };
   }
 
@@ -171,6 +206,7 @@ export class RawNode {
     const outstanding = this.outstanding;
     invariant(outstanding !== null, 'advance() called without an outstanding ready()');
     this.outstanding = null;
+    if (outstanding.snapshotIndex !== null) this.raft.log.appliedTo(outstanding.snapshotIndex);
     if (outstanding.lastCommittedIndex !== null) this.raft.log.appliedTo(outstanding.lastCommittedIndex);
     this.raft.onPersisted();
   }

@@ -24,6 +24,12 @@ export const EntryType = {
   Normal: 0,
   /** The empty entry a new leader appends to commit entries of earlier terms (paper §5.4.2, §8). */
   Noop: 1,
+  /**
+   * A membership change. `data` is the encoded complete {@link Membership} after the change (not a
+   * delta), so a node that joins late learns the configuration from any single such entry. It takes
+   * effect as soon as it is appended to a log, committed or not (thesis §4.1).
+   */
+  ConfChange: 2,
 } as const;
 /** See {@link EntryType}. */
 export type EntryType = (typeof EntryType)[keyof typeof EntryType];
@@ -34,6 +40,32 @@ export interface Entry {
   readonly term: Term;
   readonly type: EntryType;
   /** Opaque application bytes; empty for {@link EntryType.Noop}. */
+  readonly data: Uint8Array;
+}
+
+/**
+ * The cluster's members. Voters elect leaders and form commit quorums; learners (non-voters) receive
+ * the log but count for nothing, so a new node can catch up before it may affect availability.
+ */
+export interface Membership {
+  readonly voters: readonly NodeId[];
+  readonly learners: readonly NodeId[];
+}
+
+/** What a snapshot covers: the log up to and including `index`, and the membership at that point. */
+export interface SnapshotMetadata {
+  /** Index of the last entry the snapshot reflects. */
+  readonly index: LogIndex;
+  /** Term of that entry. */
+  readonly term: Term;
+  /** Membership in effect at `index`. */
+  readonly membership: Membership;
+}
+
+/** A state machine snapshot with its metadata (paper §7). */
+export interface Snapshot {
+  readonly metadata: SnapshotMetadata;
+  /** The state machine's serialized state, opaque to Raft. */
   readonly data: Uint8Array;
 }
 
@@ -143,6 +175,34 @@ export interface ReadIndexResponse extends MessageHeader {
   readonly leaderHint: NodeId | null;
 }
 
+/**
+ * One chunk of a snapshot sent to a follower whose next entry the leader no longer holds (paper §7,
+ * Figure 13). Chunks arrive in order from `offset` 0; the last one has `done` set.
+ */
+export interface InstallSnapshot extends MessageHeader {
+  readonly type: 'InstallSnapshot';
+  readonly metadata: SnapshotMetadata;
+  /** Size of the whole snapshot in bytes. */
+  readonly totalBytes: number;
+  /** Position of `data` within the snapshot. */
+  readonly offset: number;
+  readonly data: Uint8Array;
+  readonly done: boolean;
+}
+
+/**
+ * A follower's acknowledgement of snapshot chunks: it holds the first `receivedBytes` bytes of the
+ * snapshot at `snapshotIndex`. `gap` is set when a chunk arrived that did not continue what it holds
+ * (an earlier chunk was lost), so the leader resends from `receivedBytes`. Completion is reported
+ * with an {@link AppendResponse} once the snapshot is durable.
+ */
+export interface SnapshotResponse extends MessageHeader {
+  readonly type: 'SnapshotResponse';
+  readonly snapshotIndex: LogIndex;
+  readonly receivedBytes: number;
+  readonly gap: boolean;
+}
+
 /** The leader telling a caught-up follower to campaign at once (leadership transfer, thesis §3.10). */
 export interface TimeoutNow extends MessageHeader {
   readonly type: 'TimeoutNow';
@@ -190,7 +250,9 @@ export type Message =
   | ProposeRequest
   | ProposeResponse
   | ReadIndexRequest
-  | ReadIndexResponse;
+  | ReadIndexResponse
+  | InstallSnapshot
+  | SnapshotResponse;
 
 /** The `type` tag of a {@link Message}. */
 export type MessageType = Message['type'];

@@ -4,7 +4,7 @@
  *
  * @module
  */
-import type { Entry, HardState, LogIndex, Message } from '../raft/index.js';
+import type { Entry, HardState, LogIndex, Message, Snapshot, SnapshotMetadata } from '../raft/index.js';
 
 /** A scheduled callback that can be cancelled. */
 export interface Timer {
@@ -42,12 +42,22 @@ export interface Transport {
 /** What a node finds in its storage when it starts. */
 export interface PersistentState {
   readonly hardState: HardState;
-  /** The stored log, contiguous from index 1. */
+  /**
+   * The stored log, contiguous: from index 1 without a snapshot; with one, it may still hold entries
+   * the snapshot covers (the runtime skips them) and continues after it.
+   */
   readonly entries: readonly Entry[];
+  /** The newest durable snapshot, or null (omitted by storages that never store one). */
+  readonly snapshot?: Snapshot | null;
 }
 
 /** One durable write: the outcome of one Ready batch (group commit). */
 export interface PersistBatch {
+  /**
+   * A snapshot received from the leader, or null. When set, it replaces the stored snapshot and the
+   * whole stored log, atomically with the rest of the batch; `entries` then continue right after it.
+   */
+  readonly snapshot: Snapshot | null;
   /** New hard state, or null when unchanged. */
   readonly hardState: HardState | null;
   /**
@@ -67,6 +77,13 @@ export interface Storage {
   load(): Promise<PersistentState>;
   /** Durably writes one batch, atomically with respect to crashes of this process. */
   persist(batch: PersistBatch): Promise<void>;
+  /**
+   * Durably stores a snapshot the node took of its own state machine, then discards stored entries
+   * up to `compactIndex` (at most the snapshot's index). A crash at any point must leave either the
+   * old snapshot with the full log, or the new snapshot with a log that still continues after it:
+   * write the snapshot durably (for files: temporary file, fsync, rename) before discarding entries.
+   */
+  saveSnapshot(snapshot: Snapshot, compactIndex: LogIndex): Promise<void>;
   /** Releases resources. */
   close(): Promise<void>;
 }
@@ -78,4 +95,15 @@ export interface Storage {
 export interface StateMachine<Result = unknown> {
   /** Applies one committed command. Its result resolves the `propose()` that created the entry. */
   apply(command: Uint8Array, index: LogIndex): Result | Promise<Result>;
+  /**
+   * Serializes the current state (everything applied so far). The runtime calls it between applies,
+   * so no command is applied while it runs. Without `snapshot` and `restore` the node never compacts
+   * its log and cannot install a snapshot from a leader.
+   */
+  snapshot?(): Uint8Array | Promise<Uint8Array>;
+  /**
+   * Replaces the whole state with a snapshot's (taken by `snapshot` on this or another node). Called
+   * at start when storage holds a snapshot, and when the leader sends one.
+   */
+  restore?(data: Uint8Array, metadata: SnapshotMetadata): void | Promise<void>;
 }

@@ -4,7 +4,7 @@
  *
  * @module
  */
-import { decodeMessage, encodeMessage, invariant, type Entry, type HardState, type LogIndex, type Message, type NodeId, type Term } from '../raft/index.js';
+import { decodeMessage, encodeMessage, invariant, type Entry, type HardState, type LogIndex, type Message, type NodeId, type Snapshot, type Term } from '../raft/index.js';
 import type { MessageHandler, PersistBatch, PersistentState, Storage, Transport } from './interfaces.js';
 
 /** Options of a {@link MemoryNetwork}. */
@@ -126,22 +126,45 @@ const INITIAL_HARD_STATE: HardState = Object.freeze({ term: 0 as Term, vote: nul
  */
 export class MemoryStorage implements Storage {
   private hardState: HardState = INITIAL_HARD_STATE;
-  private readonly entries: Entry[] = [];
+  private storedSnapshot: Snapshot | null = null;
+  /** Entries after `firstIndex - 1`, contiguous. */
+  private entries: Entry[] = [];
+  /** Index of `entries[0]`. */
+  private firstIndex = 1;
   /** Batches written so far (each one models an fsync). */
   persistCount = 0;
 
   load(): Promise<PersistentState> {
-    return Promise.resolve({ hardState: this.hardState, entries: this.entries.slice() });
+    return Promise.resolve(this.contents());
   }
 
   persist(batch: PersistBatch): Promise<void> {
+    if (batch.snapshot !== null) {
+      // A snapshot from the leader replaces the whole log.
+      this.storedSnapshot = batch.snapshot;
+      this.entries = [];
+      this.firstIndex = batch.snapshot.metadata.index + 1;
+    }
     const first = batch.entries[0];
     if (first !== undefined) {
-      invariant(first.index <= this.entries.length + 1, () => `persist would leave a gap: first index ${first.index}, stored up to ${this.entries.length}`);
-      if (first.index <= this.entries.length) this.entries.length = first.index - 1;
+      const end = this.firstIndex + this.entries.length;
+      invariant(first.index <= end && first.index >= this.firstIndex, () => `persist would leave a gap: first index ${first.index}, stored ${this.firstIndex}..${end - 1}`);
+      this.entries.length = first.index - this.firstIndex;
       for (const entry of batch.entries) this.entries.push(entry);
     }
     if (batch.hardState !== null) this.hardState = batch.hardState;
+    this.persistCount++;
+    return Promise.resolve();
+  }
+
+  saveSnapshot(snapshot: Snapshot, compactIndex: LogIndex): Promise<void> {
+    invariant(compactIndex <= snapshot.metadata.index, () => `compacting to ${compactIndex} beyond the snapshot at ${snapshot.metadata.index}`);
+    if (this.storedSnapshot === null || snapshot.metadata.index > this.storedSnapshot.metadata.index) this.storedSnapshot = snapshot;
+    const drop = Math.min(this.entries.length, compactIndex - this.firstIndex + 1);
+    if (drop > 0) {
+      this.entries = this.entries.slice(drop);
+      this.firstIndex += drop;
+    }
     this.persistCount++;
     return Promise.resolve();
   }
@@ -151,7 +174,7 @@ export class MemoryStorage implements Storage {
   }
 
   /** What is stored now, for tests. */
-  snapshot(): PersistentState {
-    return { hardState: this.hardState, entries: this.entries.slice() };
+  contents(): PersistentState {
+    return { hardState: this.hardState, entries: this.entries.slice(), snapshot: this.storedSnapshot };
   }
 }

@@ -9,6 +9,7 @@ import {
   BoundedMap,
   EntryType,
   InvariantError,
+  invariant,
   RaftLeaseError,
   RawNode,
   SeededPrng,
@@ -17,6 +18,8 @@ import {
   type Entry,
   type ForwardedProposalOutcome,
   type LogIndex,
+  type Membership,
+  type MembershipChange,
   type NodeId,
   type PeerProgress,
   type ProposalRefusal,
@@ -25,10 +28,11 @@ import {
   type Ready,
   type ReadState,
   type Role,
+  type Snapshot,
   type Term,
 } from '../raft/index.js';
 import { NotLeaderError, OutcomeUnknownError, ProposalDroppedError, ProposalTimeoutError, StoppedError } from './errors.js';
-import type { Clock, StateMachine, Storage, Timer, Transport } from './interfaces.js';
+import type { Clock, PersistentState, StateMachine, Storage, Timer, Transport } from './interfaces.js';
 import { ConfigError } from '../raft/index.js';
 
 /** Options of a {@link RaftNode}. */
@@ -51,6 +55,11 @@ export interface RaftNodeOptions<Result> {
   readonly seed?: number;
   /** Options of the Raft core (timeouts in ticks, flow-control limits). */
   readonly raft?: Partial<RaftOptions>;
+  /**
+   * When to snapshot the state machine and compact the log, or `false` never to. Snapshots need a
+   * state machine with `snapshot()` and `restore()`; without them the node never compacts.
+   */
+  readonly snapshots?: SnapshotPolicy | false;
   /** Where to log. Default: silent. */
   readonly logger?: Logger;
   /**
@@ -60,6 +69,22 @@ export interface RaftNodeOptions<Result> {
    */
   readonly onFatalError?: (error: Error) => void;
 }
+
+/** When a node snapshots its state machine and compacts its log (paper §7). */
+export interface SnapshotPolicy {
+  /** Take a snapshot once this many entries were applied since the last one. Default 10,000. */
+  readonly intervalEntries?: number;
+  /** …or once this many payload bytes were applied since the last one. Default 64 MiB. */
+  readonly intervalBytes?: number;
+  /**
+   * Entries kept in the log behind each snapshot, so a follower that is only slightly behind gets
+   * entries rather than the whole snapshot. Default 1,000.
+   */
+  readonly trailingEntries?: number;
+}
+
+/** Defaults of {@link SnapshotPolicy}. */
+export const DEFAULT_SNAPSHOT_POLICY: Required<SnapshotPolicy> = Object.freeze({ intervalEntries: 10_000, intervalBytes: 64 * 1024 * 1024, trailingEntries: 1_000 });
 
 /** Options of one proposal. */
 export interface ProposeOptions {
@@ -87,7 +112,11 @@ export interface RaftNodeStatus {
   readonly lastIndex: LogIndex;
   readonly commitIndex: LogIndex;
   readonly appliedIndex: LogIndex;
-  /** Leader only: each voter's match index and replication state. */
+  /** Index of the newest snapshot the log starts after (0 without one). */
+  readonly snapshotIndex: LogIndex;
+  /** Voters and learners in effect (the last membership entry in the log, committed or not). */
+  readonly membership: Membership;
+  /** Leader only: each member's match index and replication state. */
   readonly followers: Readonly<Record<string, PeerProgress>>;
   /** Proposals and reads awaiting an outcome. */
   readonly pendingProposals: number;
@@ -111,6 +140,14 @@ interface PendingProposal<Result> extends PendingRequest<Applied<Result>> {
 }
 
 type PendingRead = PendingRequest<LogIndex>;
+
+/** A membership change waiting for its entry to apply. */
+interface PendingMembershipChange {
+  readonly resolve: (outcome: { index: LogIndex; membership: Membership }) => void;
+  readonly reject: (error: unknown) => void;
+  readonly term: Term;
+  readonly membership: Membership;
+}
 
 /** How many applied results are kept to answer a forwarded proposal whose entry applied first. */
 const RECENT_RESULTS_KEPT = 4096;
@@ -155,13 +192,20 @@ export class RaftNode<Result = unknown> {
   private readonly pendingByRequest = new Map<number, PendingProposal<Result>>();
   private readonly pendingByIndex = new Map<LogIndex, PendingProposal<Result>>();
   private readonly pendingReads = new Map<number, PendingRead>();
+  private readonly pendingMembership = new Map<LogIndex, PendingMembershipChange>();
+  /** Null when this node never snapshots. */
+  private readonly snapshotPolicy: Required<SnapshotPolicy> | null;
+  /** Index of the newest snapshot taken or installed. */
+  private lastSnapshotIndex: LogIndex;
+  /** Payload bytes applied since the last snapshot. */
+  private bytesSinceSnapshot = 0;
   /** Results of the last applied entries, for forwarded proposals whose answer arrives late. */
   private readonly recentResults = new BoundedMap<LogIndex, { readonly term: Term; readonly result: Result }>(RECENT_RESULTS_KEPT);
   private appliedIndex: LogIndex;
   private role: Role;
   private leader: NodeId | null;
 
-  private constructor(options: RaftNodeOptions<Result>, config: RaftConfig, rawNode: RawNode, seed: number) {
+  private constructor(options: RaftNodeOptions<Result>, config: RaftConfig, rawNode: RawNode, seed: number, snapshotPolicy: Required<SnapshotPolicy> | null) {
     this.options = options;
     this.id = config.id;
     this.config = config;
@@ -173,7 +217,9 @@ export class RaftNode<Result = unknown> {
     // Request ids start at a random point so a restarted node does not reuse the ids its previous
     // incarnation forwarded (the leader answers a repeated id with the earlier entry).
     this.nextRequestId = Math.floor(new SeededPrng(seed ^ 0x2545f491).nextUint32() * 0x10_0000);
+    this.snapshotPolicy = snapshotPolicy;
     const status = rawNode.status();
+    this.lastSnapshotIndex = status.snapshotIndex;
     this.appliedIndex = status.appliedIndex;
     this.role = status.role;
     this.leader = status.leader;
@@ -193,14 +239,29 @@ export class RaftNode<Result = unknown> {
     const seed = options.seed ?? randomInt(0, 2 ** 47);
     if (!Number.isSafeInteger(seed)) throw new ConfigError('seed', `must be a safe integer, got ${seed}`);
     const config = resolveRaftConfig({ ...options.raft, id: nodeId(options.id), voters: options.voters.map(nodeId) });
-    const persisted = await options.storage.load();
-    const rawNode = new RawNode({ config, prng: new SeededPrng(seed), hardState: persisted.hardState, entries: persisted.entries, applied: 0 as LogIndex });
-    const node = new RaftNode(options, config, rawNode, seed);
+    const snapshotPolicy = resolveSnapshotPolicy(options.snapshots, options.stateMachine);
+    const loaded = await options.storage.load();
+    const persisted = consistentLog(loaded);
+    const snapshot = persisted.snapshot ?? null;
+    if (snapshot !== null) {
+      const restore = options.stateMachine.restore?.bind(options.stateMachine);
+      if (restore === undefined) throw new ConfigError('stateMachine', 'storage holds a snapshot but the state machine has no restore()');
+      await restore(snapshot.data, snapshot.metadata);
+    }
+    const rawNode = new RawNode({
+      config,
+      prng: new SeededPrng(seed),
+      hardState: persisted.hardState,
+      entries: persisted.entries,
+      applied: snapshot?.metadata.index ?? (0 as LogIndex),
+      snapshot,
+    });
+    const node = new RaftNode(options, config, rawNode, seed, snapshotPolicy);
     options.transport.listen((message) => {
       node.onMessage(message);
     });
     node.scheduleTick();
-    node.logger.info({ term: persisted.hardState.term, lastIndex: persisted.entries.length }, 'raft node started');
+    node.logger.info({ term: persisted.hardState.term, snapshotIndex: snapshot?.metadata.index ?? 0, lastIndex: rawNode.status().lastIndex }, 'raft node started');
     return node;
   }
 
@@ -296,9 +357,98 @@ export class RaftNode<Result = unknown> {
       lastIndex: status.lastIndex,
       commitIndex: status.commitIndex,
       appliedIndex: this.appliedIndex,
+      snapshotIndex: status.snapshotIndex,
+      membership: status.membership,
       followers,
       pendingProposals: this.pendingByIndex.size + this.pendingByRequest.size + this.pendingReads.size,
     };
+  }
+
+  /**
+   * Changes the membership by one node (thesis §4.1), on the leader. Resolves once the change is
+   * committed and applied on this node, with the new membership. Rejects with `NotLeader` (with a
+   * leader hint), `MembershipChangeInProgress` (another change is not committed yet, or the leader is
+   * new: retry shortly), `LearnerNotCaughtUp`, `InvalidMembershipChange`, `Timeout` or `Stopped`.
+   *
+   * A new node joins as a learner (start it with `voters: []`, then `AddLearner`), and is promoted
+   * with `PromoteLearner` once it has caught up; {@link addVoter} does both.
+   */
+  changeMembership(change: { readonly kind: MembershipChange['kind']; readonly node: string }, options: ProposeOptions = {}): Promise<{ index: LogIndex; membership: Membership }> {
+    const refused = this.admissionError(options.signal);
+    if (refused !== null) return Promise.reject(refused);
+    const outcome = this.guard(() => this.rawNode.proposeMembershipChange({ kind: change.kind, node: nodeId(change.node) }));
+    if (outcome === undefined) return Promise.reject(new StoppedError('the node failed'));
+    if (outcome.kind === 'Refused') {
+      switch (outcome.refusal) {
+        case 'NotLeader':
+          return Promise.reject(new NotLeaderError(outcome.leaderHint, outcome.reason));
+        case 'ChangeInProgress':
+          return Promise.reject(new RaftLeaseError('MembershipChangeInProgress', `membership change refused: ${outcome.reason}; retry shortly`));
+        case 'LearnerNotCaughtUp':
+          return Promise.reject(new RaftLeaseError('LearnerNotCaughtUp', `membership change refused: ${outcome.reason}`));
+        case 'InvalidChange':
+          return Promise.reject(new RaftLeaseError('InvalidMembershipChange', `membership change refused: ${outcome.reason}`));
+      }
+    }
+    const timeoutMs = options.timeoutMs ?? this.proposalTimeoutMs;
+    const deadlineMs = this.options.clock.nowMs() + timeoutMs;
+    const promise = new Promise<{ index: LogIndex; membership: Membership }>((resolve, reject) => {
+      this.pendingMembership.set(outcome.index, { resolve, reject, term: outcome.term, membership: outcome.membership });
+    });
+    this.pump();
+    return this.withDeadline(promise, deadlineMs, timeoutMs, () => this.pendingMembership.delete(outcome.index));
+  }
+
+  /**
+   * Adds `node` as a voter the safe way: as a learner first, then, once it has caught up, promoted to
+   * voter. Resolves with the final membership. Rejects like {@link changeMembership}; the deadline
+   * (default: the proposal timeout ×4) covers the whole sequence.
+   */
+  async addVoter(node: string, options: { readonly timeoutMs?: number } = {}): Promise<{ index: LogIndex; membership: Membership }> {
+    const timeoutMs = options.timeoutMs ?? 4 * this.proposalTimeoutMs;
+    const deadlineMs = this.options.clock.nowMs() + timeoutMs;
+    const remaining = (): number => Math.max(1, deadlineMs - this.options.clock.nowMs());
+    if (!this.rawNode.status().membership.learners.includes(nodeId(node))) await this.changeMembership({ kind: 'AddLearner', node }, { timeoutMs: remaining() });
+    // Bounded by the deadline: one attempt per tick.
+    for (;;) {
+      try {
+        return await this.changeMembership({ kind: 'PromoteLearner', node }, { timeoutMs: remaining() });
+      } catch (error) {
+        const retriable = error instanceof RaftLeaseError && (error.code === 'LearnerNotCaughtUp' || error.code === 'MembershipChangeInProgress');
+        if (!retriable || this.options.clock.nowMs() >= deadlineMs) throw error;
+      }
+      await new Promise<void>((resolve) => {
+        this.options.clock.setTimer(this.tickIntervalMs, resolve);
+      });
+    }
+  }
+
+  /** Rejects `promise` with a timeout at `deadlineMs` (checked every tick), running `onTimeout` first. */
+  private withDeadline<T>(promise: Promise<T>, deadlineMs: number, timeoutMs: number, onTimeout: () => void): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      let settled = false;
+      const check = (): void => {
+        if (settled) return;
+        if (this.isStopped() || this.options.clock.nowMs() >= deadlineMs) {
+          settled = true;
+          onTimeout();
+          reject(this.isStopped() ? new StoppedError() : new ProposalTimeoutError(timeoutMs));
+          return;
+        }
+        this.options.clock.setTimer(this.tickIntervalMs, check);
+      };
+      promise.then(
+        (value) => {
+          settled = true;
+          resolve(value);
+        },
+        (error: unknown) => {
+          settled = true;
+          reject(error instanceof Error ? error : new InvariantError(`non-error rejection: ${String(error)}`));
+        },
+      );
+      this.options.clock.setTimer(this.tickIntervalMs, check);
+    });
   }
 
   /** Starts an election now instead of waiting for the election timeout (tests, tooling). */
@@ -476,6 +626,10 @@ export class RaftNode<Result = unknown> {
           return;
         }
         if (!this.finishReady(ready, 0)) return;
+        if (this.snapshotDue()) {
+          this.pumpDone = this.takeSnapshot();
+          return;
+        }
       }
     } catch (error) {
       this.fail(error);
@@ -485,9 +639,45 @@ export class RaftNode<Result = unknown> {
     this.pumping = false;
   }
 
+  /** Whether the snapshot policy asks for a snapshot of what is applied now. */
+  private snapshotDue(): boolean {
+    const policy = this.snapshotPolicy;
+    if (policy === null || this.appliedIndex <= this.lastSnapshotIndex) return false;
+    return this.appliedIndex - this.lastSnapshotIndex >= policy.intervalEntries || this.bytesSinceSnapshot >= policy.intervalBytes;
+  }
+
+  /**
+   * Snapshots the state machine at the applied index, stores it durably, then compacts the log behind
+   * it (keeping the trailing window). Runs inside the Ready loop, so nothing is applied meanwhile.
+   */
+  private async takeSnapshot(): Promise<void> {
+    const policy = this.snapshotPolicy;
+    const take = this.options.stateMachine.snapshot?.bind(this.options.stateMachine);
+    invariant(policy !== null && take !== undefined, 'snapshot without a policy or a state machine snapshot()');
+    const index = this.appliedIndex;
+    let snapshot: Snapshot;
+    try {
+      const metadata = this.rawNode.snapshotMetadata(index);
+      const data = await take();
+      if (!(data instanceof Uint8Array)) throw new TypeError(`stateMachine.snapshot() returned ${typeof data}, not a Uint8Array`);
+      snapshot = { metadata, data };
+      const compactIndex = Math.max(0, index - policy.trailingEntries) as LogIndex;
+      await this.options.storage.saveSnapshot(snapshot, compactIndex);
+      this.rawNode.compact(snapshot, compactIndex);
+    } catch (error) {
+      this.pumping = false;
+      this.fail(error instanceof InvariantError ? error : new RaftLeaseError('SnapshotFailed', 'taking or storing a snapshot failed; the node stopped', { cause: error }));
+      return;
+    }
+    this.lastSnapshotIndex = index;
+    this.bytesSinceSnapshot = 0;
+    this.logger.debug({ index, bytes: snapshot.data.byteLength }, 'snapshot taken');
+    this.resume(() => true);
+  }
+
   private async persistThen(ready: Ready): Promise<void> {
     try {
-      await this.options.storage.persist({ hardState: ready.hardState, entries: ready.entries });
+      await this.options.storage.persist({ snapshot: ready.snapshot, hardState: ready.hardState, entries: ready.entries });
     } catch (error) {
       this.pumping = false;
       this.fail(new RaftLeaseError('StorageFailed', 'a storage write failed; the node stopped because durability is unknown', { cause: error }));
@@ -515,15 +705,29 @@ export class RaftNode<Result = unknown> {
 
   /**
    * The part of a Ready after persistence: messages that promise durable state, answers to forwarded
-   * proposals, then committed entries from position `from` on, then advance(). Returns false if an
-   * asynchronous apply took over (it resumes the loop itself).
+   * proposals and a snapshot to restore (unless `preludeDone`), then committed entries from position
+   * `from` on, then advance(). Returns false if an asynchronous step took over (it resumes the loop
+   * itself).
    */
-  private finishReady(ready: Ready, from: number): boolean {
-    if (from === 0) {
+  private finishReady(ready: Ready, from: number, preludeDone = false): boolean {
+    if (!preludeDone) {
       // Votes and acknowledgements promise durable state: only now may they leave.
       for (const message of ready.messagesAfterPersist) this.options.transport.send(message);
       for (const outcome of ready.forwardedOutcomes) this.onForwardedOutcome(outcome);
       for (const state of ready.readStates) this.onReadState(state);
+      if (ready.snapshot !== null) {
+        const restoring = this.restoreSnapshot(ready.snapshot);
+        this.pumpDone = restoring.then(
+          () => {
+            this.resume(() => this.finishReady(ready, 0, true));
+          },
+          (error: unknown) => {
+            this.pumping = false;
+            this.fail(error);
+          },
+        );
+        return false;
+      }
     }
     const entries = ready.committedEntries;
     for (let position = from; position < entries.length; position++) {
@@ -534,7 +738,7 @@ export class RaftNode<Result = unknown> {
         this.pumpDone = applying.then(
           () => {
             this.appliedIndex = entry.index;
-            this.resume(() => this.finishReady(ready, position + 1));
+            this.resume(() => this.finishReady(ready, position + 1, true));
           },
           (error: unknown) => {
             this.pumping = false;
@@ -583,9 +787,11 @@ export class RaftNode<Result = unknown> {
    */
   private applyEntry(entry: Entry): Promise<void> | undefined {
     if (entry.type !== EntryType.Normal) {
+      if (entry.type === EntryType.ConfChange) this.settleMembershipChange(entry);
       this.settleApplied(entry, undefined);
       return undefined;
     }
+    this.bytesSinceSnapshot += entry.data.byteLength;
     const returned = this.options.stateMachine.apply(entry.data, entry.index);
     if (returned instanceof Promise) {
       return returned.then((result) => {
@@ -594,6 +800,40 @@ export class RaftNode<Result = unknown> {
     }
     this.settleApplied(entry, returned);
     return undefined;
+  }
+
+  private settleMembershipChange(entry: Entry): void {
+    const pending = this.pendingMembership.get(entry.index);
+    if (pending === undefined) return;
+    this.pendingMembership.delete(entry.index);
+    if (pending.term === entry.term) pending.resolve({ index: entry.index, membership: pending.membership });
+    else pending.reject(new ProposalDroppedError(`a new leader replaced log index ${entry.index}`));
+  }
+
+  /**
+   * Restores the state machine from a snapshot the leader sent. Proposals waiting for entries the
+   * snapshot covers cannot learn their results: they fail with `OutcomeUnknown` (they did commit or
+   * were replaced; retry with an idempotent command).
+   */
+  private async restoreSnapshot(snapshot: Snapshot): Promise<void> {
+    const restore = this.options.stateMachine.restore?.bind(this.options.stateMachine);
+    if (restore === undefined) throw new RaftLeaseError('SnapshotFailed', 'the leader sent a snapshot but the state machine has no restore(); give it snapshot() and restore()');
+    await restore(snapshot.data, snapshot.metadata);
+    const index = snapshot.metadata.index;
+    this.appliedIndex = index;
+    this.lastSnapshotIndex = index;
+    this.bytesSinceSnapshot = 0;
+    this.logger.info({ index, bytes: snapshot.data.byteLength }, 'installed snapshot from the leader');
+    for (const pending of [...this.pendingByIndex.values()]) {
+      if (pending.index === null || pending.index > index) continue;
+      this.forget(pending);
+      pending.reject(new OutcomeUnknownError(`log index ${pending.index} was covered by a snapshot from the leader before this node applied it`));
+    }
+    for (const [pendingIndex, change] of [...this.pendingMembership]) {
+      if (pendingIndex > index) continue;
+      this.pendingMembership.delete(pendingIndex);
+      change.reject(new OutcomeUnknownError(`log index ${pendingIndex} was covered by a snapshot from the leader before this node applied it`));
+    }
   }
 
   private settleApplied(entry: Entry, result: Result | undefined): void {
@@ -681,6 +921,8 @@ export class RaftNode<Result = unknown> {
       this.forgetRead(read);
       read.reject(error);
     }
+    for (const change of this.pendingMembership.values()) change.reject(error);
+    this.pendingMembership.clear();
   }
 
   private fail(error: unknown): void {
@@ -719,4 +961,40 @@ function watchAbort(signal: AbortSignal | undefined, onAbort: (reason: Error) =>
 function abortReason(signal: AbortSignal): Error {
   const reason: unknown = signal.reason;
   return reason instanceof Error ? reason : new DOMException('the operation was aborted', 'AbortError');
+}
+
+function resolveSnapshotPolicy(policy: SnapshotPolicy | false | undefined, stateMachine: StateMachine): Required<SnapshotPolicy> | null {
+  if (policy === false) return null;
+  const canSnapshot = typeof stateMachine.snapshot === 'function' && typeof stateMachine.restore === 'function';
+  if (!canSnapshot) {
+    if (policy !== undefined) throw new ConfigError('snapshots', 'a snapshot policy needs a state machine with snapshot() and restore()');
+    return null;
+  }
+  const resolved = { ...DEFAULT_SNAPSHOT_POLICY, ...Object.fromEntries(Object.entries(policy ?? {}).filter(([, value]) => value !== undefined)) };
+  for (const field of ['intervalEntries', 'intervalBytes'] as const) {
+    const value = resolved[field];
+    if (!Number.isSafeInteger(value) || value < 1) throw new ConfigError(`snapshots.${field}`, `must be a positive integer, got ${String(value)}`);
+  }
+  if (!Number.isSafeInteger(resolved.trailingEntries) || resolved.trailingEntries < 0) {
+    throw new ConfigError('snapshots.trailingEntries', `must be a non-negative integer, got ${String(resolved.trailingEntries)}`);
+  }
+  return resolved;
+}
+
+/**
+ * What storage returned, made consistent: stored entries continue the snapshot only if the log holds
+ * the snapshot's last entry with the same term, or starts right after it. Otherwise they are the
+ * remains of a log that a snapshot from the leader replaced when a crash interrupted the write
+ * (paper Figure 13 step 7: the whole log is discarded), and they are dropped.
+ */
+function consistentLog(loaded: PersistentState): PersistentState {
+  const snapshot = loaded.snapshot ?? null;
+  if (snapshot === null) return loaded;
+  const { index, term: snapshotTerm } = snapshot.metadata;
+  const first = loaded.entries[0];
+  if (first === undefined) return loaded;
+  const atSnapshot = loaded.entries[index - first.index];
+  const continues = first.index === index + 1 || (atSnapshot !== undefined && atSnapshot.index === index && atSnapshot.term === snapshotTerm);
+  const entries = continues ? loaded.entries.filter((entry) => entry.index > index) : [];
+  return { hardState: loaded.hardState, entries, snapshot };
 }

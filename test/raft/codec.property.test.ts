@@ -104,7 +104,29 @@ const proposeResponseArb = fc.record({
   leaderHint: fc.option(idArb, { nil: null }),
 });
 
+const membershipArb = fc
+  .uniqueArray(idArb, { maxLength: 6 })
+  .chain((ids) => fc.nat(ids.length).map((voterCount) => ({ voters: ids.slice(0, voterCount), learners: ids.slice(voterCount) })));
+const installSnapshotArb = fc
+  .record({
+    type: fc.constant('InstallSnapshot' as const),
+    ...header,
+    metadata: fc.record({ index: indexArb, term: termArb, membership: membershipArb }),
+    before: fc.nat(1 << 20),
+    data: bytesArb,
+    after: fc.nat(1 << 20),
+  })
+  .map(({ before, after, ...rest }): Message => ({
+    ...rest,
+    offset: before,
+    totalBytes: before + rest.data.byteLength + after,
+    done: after === 0,
+  }));
+const snapshotResponseArb = fc.record({ type: fc.constant('SnapshotResponse' as const), ...header, snapshotIndex: indexArb, receivedBytes: natArb, gap: fc.boolean() });
+
 const messageArb: fc.Arbitrary<Message> = fc.oneof(
+  installSnapshotArb,
+  snapshotResponseArb,
   voteRequestArb,
   voteResponseArb,
   appendRequestArb,
@@ -139,6 +161,8 @@ const FIELDS: Record<Message['type'], Record<string, (value: unknown) => boolean
     leaderHint: (v) => v === null || isId(v),
   },
   ProposeRequest: { requestId: isNat, leaderTerm: isNat, data: (v) => v instanceof Uint8Array },
+  InstallSnapshot: { metadata: (v) => typeof v === 'object' && v !== null, totalBytes: isNat, offset: isNat, data: (v) => v instanceof Uint8Array, done: (v) => typeof v === 'boolean' },
+  SnapshotResponse: { snapshotIndex: isNat, receivedBytes: isNat, gap: (v) => typeof v === 'boolean' },
   ProposeResponse: {
     requestId: isNat,
     index: isNat,
@@ -410,7 +434,7 @@ describe('hostile input', () => {
   const breakageArb: fc.Arbitrary<Breakage> = fc.oneof(
     fc.record({ kind: fc.constant('field' as const), at: fc.nat(), pick: fc.nat() }),
     fc.record({ kind: fc.constant('header' as const), at: fc.nat(), pick: fc.nat() }),
-    fc.record({ kind: fc.constant('typeCode' as const), code: fc.oneof(fc.constantFrom(0, 12, 255), fc.integer({ min: 12, max: 2 ** 40 })) }),
+    fc.record({ kind: fc.constant('typeCode' as const), code: fc.oneof(fc.constantFrom(0, 14, 255), fc.integer({ min: 14, max: 2 ** 40 })) }),
     fc.record({ kind: fc.constant('extraField' as const), value: fc.nat() }),
     fc.constant<Breakage>({ kind: 'missingField' }),
     fc.record({

@@ -39,6 +39,7 @@ const coverage = {
 
 const li = (value: number): LogIndex => value as LogIndex;
 const tm = (value: number): Term => value as Term;
+const NO_MEMBERS = { voters: [], learners: [] };
 
 // ---------------------------------------------------------------------------------------------
 // Operations
@@ -508,7 +509,7 @@ describe('RaftLog against a naive model', () => {
         });
         const committed = initial.commitPick % (entries.length + 1);
         const applied = initial.appliedPick % (committed + 1);
-        const log = new RaftLog(entries, li(committed), li(applied));
+        const log = new RaftLog(null, entries, li(committed), li(applied), NO_MEMBERS);
         const model = new Model(entries, committed, applied);
         expect(log.stable(), 'loaded entries are durable').toBe(entries.length);
         checkAgainstModel(log, model, { committed, applied });
@@ -540,21 +541,21 @@ describe('RaftLog constructor', () => {
           const last = entries.length;
           switch (breakage) {
             case 'commitBeyondLast':
-              expectInvariantError(() => new RaftLog(entries, li(last + 1 + extra), li(0)));
+              expectInvariantError(() => new RaftLog(null, entries, li(last + 1 + extra), li(0), NO_MEMBERS));
               return;
             case 'appliedBeyondCommit': {
               const committed = extra % (last + 1);
-              expectInvariantError(() => new RaftLog(entries, li(committed), li(committed + 1)));
+              expectInvariantError(() => new RaftLog(null, entries, li(committed), li(committed + 1), NO_MEMBERS));
               return;
             }
             case 'gap': {
               const broken = [...entries, makeEntry(last + 2 + extra, entryTerm, 1)];
-              expectInvariantError(() => new RaftLog(broken, li(0), li(0)));
+              expectInvariantError(() => new RaftLog(null, broken, li(0), li(0), NO_MEMBERS));
               return;
             }
             case 'termDecreases': {
               const broken = [...entries, makeEntry(last + 1, entryTerm - 1, 1)];
-              expectInvariantError(() => new RaftLog(broken, li(0), li(0)));
+              expectInvariantError(() => new RaftLog(null, broken, li(0), li(0), NO_MEMBERS));
               return;
             }
           }

@@ -240,7 +240,7 @@ function durableAfter(observed: ObservedReady): StoredState {
     entries.length = first.index - 1;
     entries.push(...observed.ready.entries);
   }
-  return { hardState: observed.ready.hardState ?? observed.durableBefore.hardState, entries };
+  return { hardState: observed.ready.hardState ?? observed.durableBefore.hardState, snapshot: null, entries };
 }
 
 /** Records every Ready the cluster collects from these nodes (until they are restarted). */
@@ -251,7 +251,7 @@ function observeReadys(cluster: TestCluster, ids: readonly string[]): ObservedRe
     const stored = must(cluster.stored.get(nodeId(id)), `stored state of ${id}`);
     const collect = node.ready.bind(node);
     node.ready = (): Ready => {
-      const durableBefore: StoredState = { hardState: stored.hardState, entries: stored.entries.slice() };
+      const durableBefore: StoredState = { hardState: stored.hardState, snapshot: stored.snapshot, entries: stored.entries.slice() };
       const ready = collect();
       observed.push({ node: nodeId(id), ready, durableBefore });
       return ready;
@@ -1280,8 +1280,9 @@ describe('Configuration validation', () => {
     expect(resolveRaftConfig({ ...base, electionTimeoutTicks: 10, heartbeatIntervalTicks: 9 }).heartbeatIntervalTicks).toBe(9);
   });
 
-  it('rejects an empty voter list, naming voters', () => {
-    expect(configErrorOf(() => resolveRaftConfig({ ...base, voters: [] })).field).toBe('voters');
+  it('accepts an empty voter list (a node that joins a running cluster) and rejects a non-list, naming voters', () => {
+    expect(resolveRaftConfig({ ...base, voters: [] }).voters).toEqual([]);
+    expect(configErrorOf(() => resolveRaftConfig({ ...base, voters: 'n1' as never })).field).toBe('voters');
   });
 
   it('rejects a voter listed twice, naming voters', () => {

@@ -34,21 +34,41 @@ describe('thesis §9.6 pre-vote', () => {
 });
 
 describe('messages from outside the configuration', () => {
-  it('are ignored: a non-member cannot raise the term or claim leadership', () => {
+  it('vote requests from a node that is not a voter are ignored: a removed server cannot raise the term (thesis §4.2.3)', () => {
     const cluster = new TestCluster(['n1', 'n2', 'n3']);
     cluster.campaign('n1');
     cluster.deliverAll();
     const n2 = cluster.node('n2');
+    for (const preVote of [true, false]) {
+      n2.step({
+        type: 'VoteRequest',
+        from: nodeId('removed'),
+        to: nodeId('n2'),
+        term: term(99),
+        preVote,
+        lastLogIndex: 100 as never,
+        lastLogTerm: term(98),
+        leadershipTransfer: true,
+      });
+    }
+    cluster.flush('n2');
+    expect(n2.status()).toMatchObject({ term: 1, leader: 'n1', vote: 'n1' });
+    expect(cluster.queue.filter((message) => message.to === 'removed')).toEqual([]);
+  });
+
+  it('appends from a leader this node does not know yet are accepted, so a node that lags behind a membership change can learn it', () => {
+    const cluster = new TestCluster(['n1', 'n2', 'n3']);
+    const n2 = cluster.node('n2');
     n2.step({
       type: 'AppendRequest',
-      from: nodeId('intruder'),
+      from: nodeId('n4'),
       to: nodeId('n2'),
-      term: term(99),
+      term: term(2),
       prevLogIndex: 0 as never,
       prevLogTerm: term(0),
       entries: [],
       leaderCommit: 0 as never,
     });
-    expect(n2.status()).toMatchObject({ term: 1, leader: 'n1' });
+    expect(n2.status()).toMatchObject({ term: 2, leader: 'n4' });
   });
 });

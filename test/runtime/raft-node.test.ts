@@ -159,13 +159,24 @@ describe('RaftNode', () => {
     await expect(
       RaftNode.start({
         id: 'n1',
-        voters: [],
+        voters: ['n1', 'n1'],
         transport: network.connect(nodeId('n1')),
         storage: new MemoryStorage(),
         clock: new ManualClock(),
         stateMachine: { apply: () => null },
       }),
     ).rejects.toBeInstanceOf(ConfigError);
+    await expect(
+      RaftNode.start({
+        id: 'n1',
+        voters: ['n1'],
+        transport: network.connect(nodeId('n1')),
+        storage: new MemoryStorage(),
+        clock: new ManualClock(),
+        stateMachine: { apply: () => null },
+        snapshots: { intervalEntries: 10 },
+      }),
+    ).rejects.toMatchObject({ field: 'snapshots' });
   });
 
   it('a single-node cluster commits on its own', async () => {

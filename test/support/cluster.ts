@@ -7,6 +7,7 @@ import {
   RawNode,
   SeededPrng,
   resolveRaftConfig,
+  decodeMembership,
   type Entry,
   type ForwardedProposalOutcome,
   type HardState,
@@ -14,13 +15,17 @@ import {
   type Message,
   type NodeId,
   type RaftOptions,
+  type MembershipChange,
   type ReadState,
+  type Snapshot,
   type Term,
 } from '../../src/raft/index.js';
 
 /** What a node has made durable. */
 export interface StoredState {
   hardState: HardState;
+  /** The stored snapshot; `entries` continue right after it. */
+  snapshot: Snapshot | null;
   entries: Entry[];
 }
 
@@ -32,6 +37,10 @@ export class TestCluster {
   readonly nodes = new Map<NodeId, RawNode>();
   readonly stored = new Map<NodeId, StoredState>();
   readonly applied = new Map<NodeId, Entry[]>();
+  /** Texts of the entries a node's "state machine" got from a restored snapshot (applied before `applied`). */
+  readonly restored = new Map<NodeId, string[]>();
+  /** Per-node bootstrap voters, for nodes that joined with a different list (see {@link addNode}). */
+  private readonly bootstrapVoters = new Map<NodeId, NodeId[]>();
   /** Answers each node received to the proposals it forwarded, in arrival order. */
   readonly forwardedOutcomes = new Map<NodeId, ForwardedProposalOutcome[]>();
   /** Read states each node reported, in order. */
@@ -53,24 +62,58 @@ export class TestCluster {
     this.ids = idList.map((id) => id as NodeId);
     this.options = raftOptions;
     this.seed = seed;
-    for (const id of this.ids) this.stored.set(id, { hardState: INITIAL_HARD_STATE, entries: [] });
+    for (const id of this.ids) this.stored.set(id, { hardState: INITIAL_HARD_STATE, snapshot: null, entries: [] });
     for (const id of this.ids) this.start(id);
+  }
+
+  /** Starts a new, empty node that knows no members (`voters: []`): it waits to be added. */
+  addNode(id: string): RawNode {
+    const nodeIdValue = id as NodeId;
+    this.stored.set(nodeIdValue, { hardState: INITIAL_HARD_STATE, snapshot: null, entries: [] });
+    this.bootstrapVoters.set(nodeIdValue, []);
+    return this.start(nodeIdValue);
+  }
+
+  /** Proposes a membership change on `id` and handles its Ready. */
+  changeMembership(id: string, kind: MembershipChange['kind'], node: string): ReturnType<RawNode['proposeMembershipChange']> {
+    const outcome = this.node(id).proposeMembershipChange({ kind, node: node as NodeId });
+    this.flush(id);
+    return outcome;
+  }
+
+  /**
+   * Snapshots node `id`'s state machine at its applied index and compacts its log up to
+   * `compactIndex` (default: the snapshot index), as the runtime does. The "state machine" is the
+   * list of applied texts; the snapshot is its JSON.
+   */
+  compact(id: string, compactIndex?: number): LogIndex {
+    const node = this.node(id);
+    const stored = this.mustStored(id as NodeId);
+    const index = node.status().appliedIndex;
+    const snapshot: Snapshot = { metadata: node.snapshotMetadata(index), data: new TextEncoder().encode(JSON.stringify(this.appliedData(id))) };
+    stored.snapshot = snapshot;
+    const upTo = node.compact(snapshot, (compactIndex ?? index) as LogIndex);
+    stored.entries = stored.entries.filter((entry) => entry.index > index);
+    return upTo;
   }
 
   /** (Re)starts a node from what it stored. */
   start(id: NodeId | string, overrides: Partial<RaftOptions> = {}): RawNode {
     const nodeIdValue = id as NodeId;
     const stored = this.mustStored(nodeIdValue);
-    const config = resolveRaftConfig({ id: nodeIdValue, voters: this.ids, ...this.options, ...overrides });
+    const voters = this.bootstrapVoters.get(nodeIdValue) ?? this.ids;
+    const config = resolveRaftConfig({ id: nodeIdValue, voters, ...this.options, ...overrides });
     const node = new RawNode({
       config,
       prng: new SeededPrng(this.seed * 1000 + this.ids.indexOf(nodeIdValue)),
       hardState: stored.hardState,
       entries: stored.entries,
-      applied: 0 as LogIndex,
+      applied: stored.snapshot?.metadata.index ?? (0 as LogIndex),
+      snapshot: stored.snapshot,
     });
     this.nodes.set(nodeIdValue, node);
     this.applied.set(nodeIdValue, []);
+    this.restored.set(nodeIdValue, stored.snapshot === null ? [] : (JSON.parse(new TextDecoder().decode(stored.snapshot.data)) as string[]));
     return node;
   }
 
@@ -87,13 +130,22 @@ export class TestCluster {
     for (let round = 0; round < 1000 && node.hasReady(); round++) {
       const ready = node.ready();
       this.queue.push(...ready.messages);
+      if (ready.snapshot !== null) {
+        stored.snapshot = ready.snapshot;
+        stored.entries = [];
+      }
       if (ready.hardState !== null) stored.hardState = ready.hardState;
       if (ready.entries.length > 0) {
         const first = ready.entries[0];
-        if (first !== undefined) stored.entries.length = first.index - 1;
+        if (first !== undefined) stored.entries.length = Math.max(0, first.index - (stored.entries[0]?.index ?? first.index));
         stored.entries.push(...ready.entries);
       }
       this.queue.push(...ready.messagesAfterPersist);
+      if (ready.snapshot !== null) {
+        this.trace.push(`${id} restores snapshot ${ready.snapshot.metadata.index}@${ready.snapshot.metadata.term}`);
+        this.restored.set(id as NodeId, JSON.parse(new TextDecoder().decode(ready.snapshot.data)) as string[]);
+        this.applied.set(id as NodeId, []);
+      }
       this.applied.get(id as NodeId)?.push(...ready.committedEntries);
       if (ready.readStates.length > 0) {
         const states = this.readStates.get(id as NodeId) ?? [];
@@ -187,8 +239,10 @@ export class TestCluster {
     return [...this.nodes.entries()].filter(([, node]) => node.status().role === 'Leader').map(([id]) => id);
   }
 
+  /** Texts of the normal entries node `id`'s state machine holds: restored from a snapshot, then applied. */
   appliedData(id: string): string[] {
-    return (this.applied.get(id as NodeId) ?? []).filter((e) => e.type === EntryType.Normal).map((e) => new TextDecoder().decode(e.data));
+    const applied = (this.applied.get(id as NodeId) ?? []).filter((e) => e.type === EntryType.Normal).map((e) => new TextDecoder().decode(e.data));
+    return [...(this.restored.get(id as NodeId) ?? []), ...applied];
   }
 
   private mustStored(id: NodeId): StoredState {
@@ -226,11 +280,20 @@ export function describeMessage(message: Message): string {
       return `${head} request=${message.requestId} data=${new TextDecoder().decode(message.data)}`;
     case 'ProposeResponse':
       return `${head} request=${message.requestId} ${message.refusal ?? `index=${message.index}@${message.entryTerm}`}`;
+    case 'InstallSnapshot':
+      return `${head} snapshot=${message.metadata.index}@${message.metadata.term} bytes=${message.offset}..${message.offset + message.data.byteLength}/${message.totalBytes}${message.done ? ' done' : ''}`;
+    case 'SnapshotResponse':
+      return `${head} snapshot=${message.snapshotIndex} received=${message.receivedBytes}${message.gap ? ' gap' : ''}`;
   }
 }
 
 export function describeEntry(entry: Entry): string {
-  const text = entry.type === EntryType.Noop ? 'noop' : new TextDecoder().decode(entry.data);
+  let text: string;
+  if (entry.type === EntryType.Noop) text = 'noop';
+  else if (entry.type === EntryType.ConfChange) {
+    const membership = decodeMembership(entry.data);
+    text = `conf(voters=${membership.voters.join(',')}${membership.learners.length > 0 ? ` learners=${membership.learners.join(',')}` : ''})`;
+  } else text = new TextDecoder().decode(entry.data);
   return `${entry.index}@${entry.term}:${text}`;
 }
 
