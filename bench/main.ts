@@ -1,17 +1,18 @@
 /**
- * `npm run bench -- [core] [sim] [--quick] [--encode]`: benchmarks. Timing goals live here, never in tests.
+ * `npm run bench -- [core] [sim] [memory] [--quick] [--encode] [--no-snapshots]`: benchmarks. Timing goals live here, never in tests.
  *
  * @module
  */
 import { parseArgs } from 'node:util';
 import { benchCore } from './core.js';
+import { benchMemory } from './memory.js';
 import { benchSim } from './sim.js';
 
 async function main(): Promise<void> {
   const { values, positionals } = parseArgs({
     args: process.argv.slice(2),
     allowPositionals: true,
-    options: { quick: { type: 'boolean' }, encode: { type: 'boolean' } },
+    options: { quick: { type: 'boolean' }, encode: { type: 'boolean' }, 'no-snapshots': { type: 'boolean' } },
   });
   const suites = positionals.length === 0 ? ['core', 'sim'] : positionals;
   for (const suite of suites) {
@@ -37,8 +38,20 @@ async function main(): Promise<void> {
         await benchSim({ seedsPerRun: quick ? 5 : 20, runs: quick ? 3 : 5 }, `npm run bench -- sim${quick ? ' --quick' : ''}`, (line) => process.stdout.write(`${line}\n`));
         break;
       }
+      case 'memory': {
+        const quick = values.quick === true;
+        const noSnapshots = values['no-snapshots'] === true;
+        const flags = ['memory', quick ? '--quick' : '', noSnapshots ? '--no-snapshots' : ''].filter((flag) => flag !== '').join(' ');
+        await benchMemory(
+          // --no-snapshots sets the interval beyond the run, to show what compaction saves.
+          { entries: quick ? 200_000 : 1_000_000, snapshotEveryEntries: noSnapshots ? 1_000_000_000 : 10_000, payloadBytes: 64, inFlight: 64, keys: 1_000 },
+          `npm run bench -- ${flags}`,
+          (line) => process.stdout.write(`${line}\n`),
+        );
+        break;
+      }
       default:
-        throw new Error(`unknown benchmark '${suite}'; known: core, sim`);
+        throw new Error(`unknown benchmark '${suite}'; known: core, sim, memory`);
     }
   }
 }

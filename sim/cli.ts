@@ -32,16 +32,17 @@ export class UsageError extends Error {
 }
 
 export const SIM_USAGE = `usage:
-  raftlease sim run --seed N [--nodes 3|5|7] [--workload kv|none] [--duration MS] [--steps N]
-                    [--drift-beyond-bound] [--json] [--history FILE] [--trace FILE]
-  raftlease sim sweep --seeds A..B [--nodes 3|5|7] [--workload kv|none] [--duration MS] [--json]
-  raftlease sim replay --seed N --trace FILE [--nodes 3|5|7] [--workload kv|none] [--duration MS]
+  raftlease sim run --seed N [--nodes 3|5|7] [--workload kv|membership|none] [--duration MS] [--steps N]
+                    [--drift-beyond-bound] [--lease-reads] [--json] [--history FILE] [--trace FILE]
+  raftlease sim sweep --seeds A..B [--nodes 3|5|7] [--workload kv|membership|none] [--duration MS] [--json]
+  raftlease sim replay --seed N --trace FILE [--nodes 3|5|7] [--workload kv|membership|none] [--duration MS]
 
   --duration MS   simulated milliseconds of the fault phase (default 10000); a liveness phase of up
                   to 10000 ms follows
   --steps N       bound on simulation events (default 20000000)
   --drift-beyond-bound
                   let clocks drift up to 10x the configured bound (200 ppm); such runs are labelled
+  --lease-reads   serve kv reads from the leader lease (no clock jumps in such runs)
 `;
 
 /** Runs `raftlease sim ...` with `args` (after `sim`). */
@@ -82,6 +83,7 @@ const OPTIONS = {
   steps: { type: 'string' },
   json: { type: 'boolean' },
   'drift-beyond-bound': { type: 'boolean' },
+  'lease-reads': { type: 'boolean' },
   history: { type: 'string' },
   trace: { type: 'string' },
 } as const;
@@ -91,7 +93,7 @@ type ParsedValues = ReturnType<typeof parseArgs<{ options: typeof OPTIONS }>>['v
 /** Parses the flags; `allowed` lists the flags this subcommand takes besides the common ones. */
 function parse(args: readonly string[], subcommand: string, allowed: readonly (keyof typeof OPTIONS)[]): ParsedValues {
   const { values } = parseArgs({ args: [...args], options: OPTIONS, allowPositionals: false, strict: true });
-  const common: readonly string[] = ['nodes', 'workload', 'duration', 'steps', 'json', 'drift-beyond-bound'];
+  const common: readonly string[] = ['nodes', 'workload', 'duration', 'steps', 'json', 'drift-beyond-bound', 'lease-reads'];
   for (const flag of Object.keys(values)) {
     if (!common.includes(flag) && !(allowed as readonly string[]).includes(flag)) throw new UsageError(`'sim ${subcommand}' does not take --${flag}`);
   }
@@ -120,7 +122,7 @@ function commonOptions(values: ParsedValues): Omit<SimulationOptions, 'seed'> {
   const nodeCount = integerOption('nodes', values.nodes, 1, 9);
   if (nodeCount !== undefined && ![3, 5, 7].includes(nodeCount)) throw new UsageError(`--nodes must be 3, 5 or 7, got ${nodeCount}`);
   const workload = values.workload;
-  if (workload !== undefined && workload !== 'kv' && workload !== 'none') throw new UsageError(`--workload must be kv or none, got '${workload}'`);
+  if (workload !== undefined && workload !== 'kv' && workload !== 'membership' && workload !== 'none') throw new UsageError(`--workload must be kv, membership or none, got '${workload}'`);
   const faultPhaseMs = integerOption('duration', values.duration, 100, 86_400_000);
   const maxSteps = integerOption('steps', values.steps, 1, 1_000_000_000);
   return {
@@ -129,6 +131,7 @@ function commonOptions(values: ParsedValues): Omit<SimulationOptions, 'seed'> {
     ...(faultPhaseMs === undefined ? {} : { faultPhaseMs }),
     ...(maxSteps === undefined ? {} : { maxSteps }),
     ...(values['drift-beyond-bound'] === true ? { driftBeyondBound: true } : {}),
+    ...(values['lease-reads'] === true ? { leaseReads: true } : {}),
   };
 }
 
@@ -141,6 +144,7 @@ export function replayCommandLine(seed: number, options: Omit<SimulationOptions,
   if (options.faultPhaseMs !== undefined) flags.push(`--duration ${options.faultPhaseMs}`);
   if (options.maxSteps !== undefined) flags.push(`--steps ${options.maxSteps}`);
   if (options.driftBeyondBound === true) flags.push('--drift-beyond-bound');
+  if (options.leaseReads === true) flags.push('--lease-reads');
   return `npx raftlease sim run ${flags.join(' ')}`;
 }
 

@@ -27,8 +27,8 @@ export interface SimulationOptions {
    */
   readonly workload?: SimulationWorkload;
   /**
-   * When nodes snapshot and compact their logs. Default: drawn from the seed (off, or every 50 to
-   * 1,000 entries with a small trailing window and small chunks, so transfers take many chunks).
+   * When nodes snapshot and compact their logs. Default: drawn from the seed (off, or every 3 to 30
+   * entries with a small trailing window and small chunks, so transfers take many chunks).
    */
   readonly snapshots?: SnapshotPolicy | false;
   /** Simulated milliseconds of the fault (safety) phase. Default 10,000. */
@@ -44,6 +44,11 @@ export interface SimulationOptions {
    * rests on, and its result says so (`driftBeyondBound`). Raft's own safety must hold regardless.
    */
   readonly driftBeyondBound?: boolean;
+  /**
+   * Serve reads from the leader lease (`leaseBasedReads` with ρ = `maxDriftPpm`). The seed's faults
+   * then never jump clocks: a jump breaks the drift bound the lease rests on.
+   */
+  readonly leaseReads?: boolean;
   /** Fault configuration; default: drawn from the seed (swarm testing). */
   readonly faults?: FaultConfig;
   /** Bound on events processed. Default 20,000,000. */
@@ -83,9 +88,10 @@ const MEMBERSHIP_CHANGE_EVERY_MS = 500;
  * chunks small enough that a transfer spans many messages.
  */
 function seededSnapshotSettings(prng: Prng): { readonly policy: SnapshotPolicy | false; readonly chunkBytes: number } {
-  const intervals = [0, 50, 200, 1_000] as const;
+  // A default run commits one to a few hundred entries, so these intervals snapshot many times.
+  const intervals = [0, 3, 10, 30] as const;
   const interval = intervals[randomIntBelow(prng, intervals.length)] ?? 0;
-  const trailing = [0, 5, 50][randomIntBelow(prng, 3)] ?? 0;
+  const trailing = [0, 2, 10][randomIntBelow(prng, 3)] ?? 0;
   const chunkBytes = [64, 512, 4_096][randomIntBelow(prng, 3)] ?? 512;
   return { policy: interval === 0 ? false : { intervalEntries: interval, trailingEntries: trailing }, chunkBytes };
 }
@@ -175,10 +181,15 @@ export class Simulation {
     if (!Number.isInteger(this.nodeCount) || this.nodeCount < 1 || this.nodeCount > 9) throw new RangeError(`nodeCount must be 1..9, got ${this.nodeCount}`);
     const prng = new SeededPrng(options.seed);
     const maxDriftPpm = options.maxDriftPpm ?? 200;
-    this.faults = options.faults ?? swarmFaults(prng, { maxDriftPpm: options.driftBeyondBound === true ? maxDriftPpm * 10 : maxDriftPpm });
+    const drawnFaults = options.faults ?? swarmFaults(prng, { maxDriftPpm: options.driftBeyondBound === true ? maxDriftPpm * 10 : maxDriftPpm });
+    this.faults = options.leaseReads === true ? { ...drawnFaults, clockJumpEveryMs: 0 } : drawnFaults;
     const snapshotSettings = seededSnapshotSettings(prng);
     this.snapshotPolicy = options.snapshots ?? snapshotSettings.policy;
-    this.raftOptions = { maxSnapshotChunkBytes: snapshotSettings.chunkBytes, ...options.raft };
+    this.raftOptions = {
+      maxSnapshotChunkBytes: snapshotSettings.chunkBytes,
+      ...(options.leaseReads === true ? { leaseBasedReads: true, maxClockDriftPpm: maxDriftPpm } : {}),
+      ...options.raft,
+    };
     this.workloadKind = options.workload ?? 'kv';
     this.maxDriftPpm = maxDriftPpm;
     const ids = Array.from({ length: this.nodeCount }, (_, index) => `n${index + 1}`);

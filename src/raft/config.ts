@@ -45,6 +45,17 @@ export interface RaftOptions {
   /** Largest snapshot a follower accepts from a leader; a larger transfer is ignored. */
   readonly maxSnapshotBytes: number;
   /**
+   * Serve linearizable reads from a leader lease instead of a heartbeat round per read (thesis §6.4.1).
+   * Off by default. Safe only if no clock runs faster or slower than `maxClockDriftPpm` and no clock
+   * jumps; requires `checkQuorum` and must be set on every node. See docs/architecture.md.
+   */
+  readonly leaseBasedReads: boolean;
+  /**
+   * The assumed bound ρ on any node's clock drift, in parts per million (e.g. 200). Required (> 0)
+   * with `leaseBasedReads`; the lease is shortened by the factor (1 − 2ρ).
+   */
+  readonly maxClockDriftPpm: number;
+  /**
    * Deliberate protocol bugs, for proving that the simulator's checkers catch them. Never set this
    * outside such tests: each one breaks Raft's safety.
    *
@@ -60,6 +71,7 @@ export interface RaftOptions {
  * - `ReplyBeforePersistingVote`: send a granted vote before the vote is durable.
  * - `SkipConflictTruncation`: keep conflicting entries instead of truncating them (§5.3).
  * - `ReadWithoutLeadershipCheck`: answer reads from the commit index without a heartbeat round (§6.4).
+ * - `ReadLeaseTooLong`: with lease-based reads, trust the lease for three election timeouts (§6.4.1).
  *
  * @internal
  */
@@ -68,7 +80,8 @@ export type InjectedBug =
   | 'VoteWithoutUpToDateCheck'
   | 'ReplyBeforePersistingVote'
   | 'SkipConflictTruncation'
-  | 'ReadWithoutLeadershipCheck';
+  | 'ReadWithoutLeadershipCheck'
+  | 'ReadLeaseTooLong';
 
 /** Every {@link InjectedBug}. @internal */
 export const INJECTED_BUGS: readonly InjectedBug[] = [
@@ -77,6 +90,7 @@ export const INJECTED_BUGS: readonly InjectedBug[] = [
   'ReplyBeforePersistingVote',
   'SkipConflictTruncation',
   'ReadWithoutLeadershipCheck',
+  'ReadLeaseTooLong',
 ];
 
 /** Full configuration of one Raft node. */
@@ -108,6 +122,8 @@ export const DEFAULT_RAFT_OPTIONS: RaftOptions = Object.freeze({
   maxSnapshotChunkBytes: 512 * 1024,
   maxInflightSnapshotChunks: 4,
   maxSnapshotBytes: 1024 * 1024 * 1024,
+  leaseBasedReads: false,
+  maxClockDriftPpm: 0,
   testOnlyBugs: [],
 });
 
@@ -164,11 +180,32 @@ export function resolveRaftConfig(
   positiveInteger('maxSnapshotChunkBytes', config.maxSnapshotChunkBytes, 64 * 1024 * 1024);
   positiveInteger('maxInflightSnapshotChunks', config.maxInflightSnapshotChunks, 1024);
   positiveInteger('maxSnapshotBytes', config.maxSnapshotBytes, 2 ** 40);
+  boolean('leaseBasedReads', config.leaseBasedReads);
+  if (typeof config.maxClockDriftPpm !== 'number' || !Number.isSafeInteger(config.maxClockDriftPpm) || config.maxClockDriftPpm < 0 || config.maxClockDriftPpm > 100_000) {
+    throw new ConfigError('maxClockDriftPpm', `must be an integer in [0, 100000], got ${String(config.maxClockDriftPpm)}`);
+  }
+  if (config.leaseBasedReads) {
+    if (!config.checkQuorum) throw new ConfigError('leaseBasedReads', 'needs checkQuorum: the lease rests on followers refusing votes while they hear from the leader');
+    if (config.maxClockDriftPpm === 0) throw new ConfigError('maxClockDriftPpm', 'leaseBasedReads needs a clock drift bound: set maxClockDriftPpm (e.g. 200)');
+    if (leaseDurationTicks(config) < 1) {
+      throw new ConfigError('electionTimeoutTicks', `too short for leaseBasedReads with a ${config.maxClockDriftPpm} ppm drift bound; raise it`);
+    }
+  }
   const bugs: unknown = config.testOnlyBugs;
   if (!Array.isArray(bugs) || !bugs.every((bug) => INJECTED_BUGS.includes(bug as InjectedBug))) {
     throw new ConfigError('testOnlyBugs', `must list only ${INJECTED_BUGS.join(', ')}`);
   }
   return Object.freeze({ ...config, voters: Object.freeze(config.voters.slice()) });
+}
+
+/**
+ * How many of its own ticks a leader may serve reads from its lease after sending a heartbeat that a
+ * quorum acknowledged. A follower that received that heartbeat refuses votes for at least
+ * `electionTimeoutTicks − 1` of its ticks; with clock rates within (1 ± ρ), that lasts longer than
+ * `(electionTimeoutTicks − 1)·(1 − 2ρ) − 1` leader ticks (the −1 covers the leader's tick granularity).
+ */
+export function leaseDurationTicks(config: Pick<RaftOptions, 'electionTimeoutTicks' | 'maxClockDriftPpm'>): number {
+  return Math.floor(((config.electionTimeoutTicks - 1) * (1_000_000 - 2 * config.maxClockDriftPpm)) / 1_000_000) - 1;
 }
 
 function stripUndefined<T extends object>(value: T): T {

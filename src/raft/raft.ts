@@ -9,7 +9,7 @@
  * @module
  */
 import { BoundedMap } from './bounded-map.js';
-import type { InjectedBug, RaftConfig } from './config.js';
+import { leaseDurationTicks, type InjectedBug, type RaftConfig } from './config.js';
 import { assertNever, invariant } from './errors.js';
 import { encodeMembership } from './codec.js';
 import { entryBytes, RaftLog } from './log.js';
@@ -167,7 +167,10 @@ export interface RaftStatus {
   readonly lastIndex: LogIndex;
   readonly commitIndex: LogIndex;
   readonly appliedIndex: LogIndex;
-  /** Last index covered by the snapshot the log starts after (0 without one). */
+  /**
+   * Index of the newest snapshot this node holds (0 without one). The log may still hold entries
+   * before it: the trailing window kept for slow followers.
+   */
   readonly snapshotIndex: LogIndex;
   /** The membership in effect (the last membership entry in the log, committed or not). */
   readonly membership: Membership;
@@ -217,6 +220,8 @@ export class Raft {
 
   /** The durable term this incarnation started with. */
   private readonly startTerm: Term;
+  /** The highest term known to be durable (persisted by a completed Ready). */
+  private durableTerm: Term;
   /** Terms this incarnation led (the most recent few). */
   private readonly termsLed: Term[] = [];
   /** Leader only: the node leadership is being handed to, or null (thesis §3.10). */
@@ -229,8 +234,20 @@ export class Raft {
   private readsUnsent: PendingRead[] = [];
   /** Leader only: read rounds waiting for a quorum of heartbeat answers, oldest first. */
   private readRounds: ReadRound[] = [];
-  /** Last heartbeat context used for a read round. */
+  /** Last heartbeat context used (read rounds; every heartbeat with lease-based reads). */
   private lastReadContext = 0;
+  /** Lease-based reads: ticks since this node became leader. */
+  private leaderTicks = 0;
+  /** Lease-based reads: ticks since this incarnation started. */
+  private ticksSinceStart = 0;
+  /** Lease-based reads: leader tick at which each recent heartbeat context was sent. */
+  private heartbeatSentTick = new Map<number, number>();
+  /** Lease-based reads: per peer, the send tick of the latest heartbeat it acknowledged. */
+  private readonly leaseAckTick = new Map<NodeId, number>();
+  /** Lease-based reads: no more lease reads in this term (a TimeoutNow was sent: its target ignores leases). */
+  private leaseRevoked = false;
+  /** Lease duration in leader ticks (0 without lease-based reads). */
+  private leaseTicks: number;
   /** Read indexes (or refusals) for this node's own reads. */
   private readStates: ReadState[] = [];
 
@@ -258,6 +275,9 @@ export class Raft {
     this.log = new RaftLog(init.snapshot?.metadata ?? null, init.entries, init.hardState.commit, init.applied, { voters: init.config.voters, learners: [] });
     this.currentTerm = init.hardState.term;
     this.startTerm = init.hardState.term;
+    this.durableTerm = init.hardState.term;
+    this.leaseTicks = init.config.leaseBasedReads ? leaseDurationTicks(init.config) : 0;
+    if (this.leaseTicks > 0 && this.bugs.has('ReadLeaseTooLong')) this.leaseTicks = 3 * init.config.electionTimeoutTicks;
     this.votedFor = init.hardState.vote;
     this.randomizedElectionTimeoutTicks = this.drawElectionTimeout();
     // Every node starts as a follower (paper §5.2).
@@ -297,6 +317,17 @@ export class Raft {
     return this.log.membership().voters.includes(this.id);
   }
 
+  /**
+   * Whether this node may campaign: it votes in the membership in effect, or it voted in the committed
+   * membership and the change that removed it is not committed yet. In the second case it may hold
+   * the only log that contains that change (a leader that removed itself, then lost its quorum), and
+   * the remaining voters cannot elect anyone else; it campaigns under the new membership (counting the
+   * new voters only), commits the change, and steps down (thesis §4.2.2).
+   */
+  private mayCampaign(): boolean {
+    return this.isVoter() || this.log.membershipAt(this.log.committed()).voters.includes(this.id);
+  }
+
   /** The voting members in effect. */
   private voters(): readonly NodeId[] {
     return this.log.membership().voters;
@@ -329,7 +360,7 @@ export class Raft {
       lastIndex: this.log.lastIndex(),
       commitIndex: this.log.committed(),
       appliedIndex: this.log.applied(),
-      snapshotIndex: this.log.snapshotIndex(),
+      snapshotIndex: this.latestSnapshot?.metadata.index ?? (0 as LogIndex),
       membership: this.log.membership(),
       progress,
     };
@@ -401,7 +432,8 @@ export class Raft {
    * Storage made durable everything handed to it. A leader now counts its own copy towards the
    * commit quorum (thesis §10.2.1: the leader may send entries before its own write completes).
    */
-  onPersisted(): void {
+  onPersisted(durableTerm: Term): void {
+    if (durableTerm > this.durableTerm) this.durableTerm = durableTerm;
     this.log.persisted();
     if (this.currentRole !== 'Leader') return;
     const own = this.progress.get(this.id);
@@ -422,6 +454,7 @@ export class Raft {
 
   /** Advances logical time by one tick. */
   tick(): void {
+    this.ticksSinceStart++;
     if (this.currentRole === 'Leader') this.tickLeader();
     else this.tickElection();
   }
@@ -484,15 +517,16 @@ export class Raft {
   }
 
   /**
-   * Processes one message from a peer. Messages not addressed to this node are ignored, and so are
-   * vote requests from nodes that are not voters in this node's membership: a removed server must not
-   * disrupt the cluster by campaigning (thesis §4.2.3). Other messages are taken from any sender,
-   * because a node whose log lags behind a membership change must still accept the new members'
-   * appends to learn of it; responses from non-members find no progress and are dropped.
+   * Processes one message from a peer. Messages not addressed to this node are ignored. Messages are
+   * taken from any sender, members or not: a node whose log lags behind a membership change must
+   * still accept the new members' appends and votes, or two nodes that disagree on the membership
+   * could wait on each other forever. A removed server cannot disrupt the cluster: while a leader is
+   * heard from, vote requests are ignored (thesis §4.2.3), and its log lacks the entry that removed
+   * it, so the voters that hold that entry never vote for it. Responses from non-members find no
+   * progress and are dropped.
    */
   step(message: Message): void {
     if (message.to !== this.id || message.from === this.id) return;
-    if (message.type === 'VoteRequest' && !this.voters().includes(message.from)) return;
     if (message.type === 'ProposeRequest') {
       this.handleProposeRequest(message);
       return;
@@ -593,7 +627,22 @@ export class Raft {
 
   /** Whether a leader was heard from within the minimum election timeout, and that matters. */
   private inLeaderLease(preVote: boolean): boolean {
+    // With lease-based reads a restarted node cannot know whether it heard from a leader just before
+    // it crashed; it acts as if it had, so a leader's lease survives a follower's restart.
+    if (this.config.leaseBasedReads && this.ticksSinceStart < this.config.electionTimeoutTicks) return true;
     return (this.config.checkQuorum || preVote) && this.leaderId !== null && this.electionElapsedTicks < this.config.electionTimeoutTicks;
+  }
+
+  /**
+   * Whether this leader holds a read lease now: a quorum acknowledged a heartbeat it sent less than
+   * the lease duration ago (thesis §6.4.1), and no leadership transfer was started this term.
+   */
+  private holdsReadLease(): boolean {
+    if (this.leaseTicks === 0 || this.currentRole !== 'Leader' || this.leaseRevoked || this.transferTarget !== null) return false;
+    const sentTicks = this.voters().map((voter) => (voter === this.id ? this.leaderTicks : (this.leaseAckTick.get(voter) ?? Number.NEGATIVE_INFINITY)));
+    sentTicks.sort((a, b) => b - a);
+    const quorumSentTick = sentTicks[quorumSize(sentTicks.length) - 1] ?? Number.NEGATIVE_INFINITY;
+    return this.leaderTicks < quorumSentTick + this.leaseTicks;
   }
 
   // ---------------------------------------------------------------------------------------------
@@ -627,6 +676,9 @@ export class Raft {
     this.resetForTerm(this.currentTerm);
     this.currentRole = 'Leader';
     this.leaderId = this.id;
+    this.leaderTicks = 0;
+    this.heartbeatSentTick = new Map();
+    this.leaseAckTick.clear();
     this.termsLed.push(this.currentTerm);
     if (this.termsLed.length > 64) this.termsLed.shift();
     const last = this.log.lastIndex();
@@ -661,6 +713,7 @@ export class Raft {
     if (newTerm !== this.currentTerm) {
       this.currentTerm = newTerm;
       this.votedFor = null;
+      this.leaseRevoked = false;
     }
     this.leaderId = null;
     this.electionElapsedTicks = 0;
@@ -685,13 +738,14 @@ export class Raft {
 
   private tickElection(): void {
     this.electionElapsedTicks++;
-    if (this.isVoter() && this.electionElapsedTicks >= this.randomizedElectionTimeoutTicks) {
+    if (this.mayCampaign() && this.electionElapsedTicks >= this.randomizedElectionTimeoutTicks) {
       this.electionElapsedTicks = 0;
       this.campaign();
     }
   }
 
   private tickLeader(): void {
+    this.leaderTicks++;
     this.heartbeatElapsedTicks++;
     this.electionElapsedTicks++;
     if (this.transferTarget !== null && ++this.transferElapsedTicks >= this.config.electionTimeoutTicks) {
@@ -728,7 +782,7 @@ export class Raft {
   // Elections (paper §5.2, §5.4.1; thesis §9.6 for pre-vote)
 
   private startCampaign(kind: 'PreVote' | 'Election', leadershipTransfer = false): void {
-    if (!this.isVoter()) return;
+    if (!this.mayCampaign()) return;
     const preVote = kind === 'PreVote';
     if (preVote) this.becomePreCandidate();
     else this.becomeCandidate();
@@ -780,7 +834,8 @@ export class Raft {
       this.votedFor = request.from;
     }
     const response = this.voteResponse(request.from, false, granted, this.currentTerm);
-    if (this.bugs.has('ReplyBeforePersistingVote')) this.send(response);
+    // The injected bug skips even send()'s durable-term check, which would otherwise defer the reply.
+    if (this.bugs.has('ReplyBeforePersistingVote')) this.outbox.push(response);
     else this.sendAfterPersist(response);
   }
 
@@ -895,7 +950,11 @@ export class Raft {
     const pr = this.progress.get(from);
     if (pr === undefined) return;
     pr.recentActive = true;
-    if (context > 0) this.acknowledgeReads(from, context);
+    if (context > 0) {
+      const sentTick = this.heartbeatSentTick.get(context);
+      if (sentTick !== undefined && sentTick > (this.leaseAckTick.get(from) ?? Number.NEGATIVE_INFINITY)) this.leaseAckTick.set(from, sentTick);
+      this.acknowledgeReads(from, context);
+    }
     const transfer = pr.snapshotTransfer;
     if (pr.state === 'Snapshot' && transfer !== null) {
       // Two heartbeat round trips without a chunk acknowledgement: a chunk (or the final answer) was
@@ -927,7 +986,7 @@ export class Raft {
     if (this.log.termAt(candidate) !== this.currentTerm && !this.bugs.has('CommitPreviousTermByCounting')) return false;
     for (let index = previous + 1; index <= candidate; index++) {
       const entry = this.log.entryAt(index as LogIndex);
-      if (entry !== undefined && entry.term === this.currentTerm) this.uncommittedBytes -= entryBytes(entry);
+      if (entry !== undefined && entry.term === this.currentTerm && entry.type === EntryType.Normal) this.uncommittedBytes -= entryBytes(entry);
     }
     invariant(this.uncommittedBytes >= 0, () => `uncommitted bytes went negative (${this.uncommittedBytes})`);
     return this.log.commitTo(candidate);
@@ -983,7 +1042,18 @@ export class Raft {
     return true;
   }
 
-  private broadcastHeartbeat(context = 0): void {
+  private broadcastHeartbeat(readContext = 0): void {
+    let context = readContext;
+    if (this.leaseTicks > 0) {
+      // Every heartbeat carries a context, so an answer tells when the acknowledged heartbeat was sent.
+      if (context === 0) context = ++this.lastReadContext;
+      this.heartbeatSentTick.set(context, this.leaderTicks);
+      // Bounded: contexts older than the lease cannot extend it any more.
+      for (const [old, sentTick] of this.heartbeatSentTick) {
+        if (sentTick + this.leaseTicks > this.leaderTicks) break;
+        this.heartbeatSentTick.delete(old);
+      }
+    }
     const committed = this.log.committed();
     for (const [peer, pr] of this.progress) {
       if (peer === this.id) continue;
@@ -1230,6 +1300,9 @@ export class Raft {
   // Leadership transfer (thesis §3.10)
 
   private sendTimeoutNow(target: NodeId): void {
+    // The target campaigns with the transfer flag, which voters grant despite hearing from this leader:
+    // from now on this term's lease proves nothing.
+    this.leaseRevoked = true;
     this.send({ type: 'TimeoutNow', from: this.id, to: target, term: this.currentTerm });
   }
 
@@ -1249,7 +1322,13 @@ export class Raft {
     if (queued >= MAX_PENDING_READS) return 'ProposalDropped';
     // Step 1: until the leader has committed an entry of its own term it does not know the cluster's
     // commit index (its no-op commits it).
-    if (this.log.termAt(this.log.committed()) !== this.currentTerm) this.readsAwaitingCommit.push(read);
+    const committedOwnTerm = this.log.termAt(this.log.committed()) === this.currentTerm;
+    if (committedOwnTerm && this.holdsReadLease()) {
+      // Thesis §6.4.1: within the lease no other leader can exist, so no heartbeat round is needed.
+      this.answerRead(read, this.log.committed(), null);
+      return null;
+    }
+    if (!committedOwnTerm) this.readsAwaitingCommit.push(read);
     else this.readsUnsent.push(read);
     return null;
   }
@@ -1331,7 +1410,11 @@ export class Raft {
   // Message helpers
 
   private send(message: Message): void {
-    this.outbox.push(message);
+    // A message carries the sender's term, which must be durable before anyone can see it (Figure 2).
+    // Normally it is; a single voter that elects itself has not persisted its new term yet.
+    const isPreVote = (message.type === 'VoteRequest' || message.type === 'VoteResponse') && message.preVote;
+    if (message.term > this.durableTerm && !isPreVote) this.outboxAfterPersist.push(message);
+    else this.outbox.push(message);
   }
 
   private sendAfterPersist(message: Message): void {

@@ -208,7 +208,7 @@ export class RawNode {
     this.outstanding = null;
     if (outstanding.snapshotIndex !== null) this.raft.log.appliedTo(outstanding.snapshotIndex);
     if (outstanding.lastCommittedIndex !== null) this.raft.log.appliedTo(outstanding.lastCommittedIndex);
-    this.raft.onPersisted();
+    this.raft.onPersisted(this.lastHardState.term);
   }
 
   private hardStateChanged(): boolean {

@@ -112,7 +112,7 @@ export interface RaftNodeStatus {
   readonly lastIndex: LogIndex;
   readonly commitIndex: LogIndex;
   readonly appliedIndex: LogIndex;
-  /** Index of the newest snapshot the log starts after (0 without one). */
+  /** Index of the newest snapshot taken or installed (0 without one). */
   readonly snapshotIndex: LogIndex;
   /** Voters and learners in effect (the last membership entry in the log, committed or not). */
   readonly membership: Membership;
@@ -199,6 +199,9 @@ export class RaftNode<Result = unknown> {
   private lastSnapshotIndex: LogIndex;
   /** Payload bytes applied since the last snapshot. */
   private bytesSinceSnapshot = 0;
+  /** Lease-based reads: clock reading at which tick 0 was due, and ticks given to the core since. */
+  private readonly tickOriginMs: number;
+  private ticksDone = 0;
   /** Results of the last applied entries, for forwarded proposals whose answer arrives late. */
   private readonly recentResults = new BoundedMap<LogIndex, { readonly term: Term; readonly result: Result }>(RECENT_RESULTS_KEPT);
   private appliedIndex: LogIndex;
@@ -218,6 +221,7 @@ export class RaftNode<Result = unknown> {
     // incarnation forwarded (the leader answers a repeated id with the earlier entry).
     this.nextRequestId = Math.floor(new SeededPrng(seed ^ 0x2545f491).nextUint32() * 0x10_0000);
     this.snapshotPolicy = snapshotPolicy;
+    this.tickOriginMs = options.clock.nowMs();
     const status = rawNode.status();
     this.lastSnapshotIndex = status.snapshotIndex;
     this.appliedIndex = status.appliedIndex;
@@ -243,6 +247,11 @@ export class RaftNode<Result = unknown> {
     const loaded = await options.storage.load();
     const persisted = consistentLog(loaded);
     const snapshot = persisted.snapshot ?? null;
+    if (snapshot !== null && persisted.entries.length < loaded.entries.filter((entry) => entry.index > snapshot.metadata.index).length) {
+      // Stored entries that do not continue the snapshot were dropped: drop them from storage too, or
+      // entries written later would land next to them and be dropped with them at the next start.
+      await options.storage.persist({ snapshot, hardState: null, entries: persisted.entries });
+    }
     if (snapshot !== null) {
       const restore = options.stateMachine.restore?.bind(options.stateMachine);
       if (restore === undefined) throw new ConfigError('stateMachine', 'storage holds a snapshot but the state machine has no restore()');
@@ -319,7 +328,10 @@ export class RaftNode<Result = unknown> {
     if (refused !== null) return Promise.reject(refused);
     const timeoutMs = options.timeoutMs ?? this.proposalTimeoutMs;
     const requestId = this.nextRequestId++;
-    const outcome = this.guard(() => this.rawNode.readIndex(requestId));
+    const outcome = this.guard(() => {
+      if (this.config.leaseBasedReads) this.catchUpTicks();
+      return this.rawNode.readIndex(requestId);
+    });
     if (outcome === undefined) return Promise.reject(new StoppedError('the node failed'));
     if (outcome.kind === 'Refused') return Promise.reject(this.refusalError(outcome.refusal, outcome.leaderHint, 0));
     const promise = new Promise<LogIndex>((resolve, reject) => {
@@ -561,7 +573,8 @@ export class RaftNode<Result = unknown> {
     this.tickTimer = this.options.clock.setTimer(this.tickIntervalMs, () => {
       if (this.stopped) return;
       this.guard(() => {
-        this.rawNode.tick();
+        if (this.config.leaseBasedReads) this.catchUpTicks();
+        else this.rawNode.tick();
       });
       this.expireProposals();
       this.pump();
@@ -585,9 +598,27 @@ export class RaftNode<Result = unknown> {
     }
   }
 
+  /**
+   * Lease-based reads: gives the core every tick the monotonic clock says is due, so that ticks count
+   * real elapsed time even after the process was paused or a timer fired late (a lease counted in
+   * missed ticks would last too long). Runs before every input.
+   */
+  private catchUpTicks(): void {
+    const dueTicks = Math.floor((this.options.clock.nowMs() - this.tickOriginMs) / this.tickIntervalMs);
+    // Bounded: after two election timeouts' worth of ticks every lease and timeout in the core has run out,
+    // so further ticks would change nothing.
+    const maxTicks = this.ticksDone + 2 * this.config.electionTimeoutTicks + 1;
+    while (this.ticksDone < dueTicks && this.ticksDone < maxTicks) {
+      this.rawNode.tick();
+      this.ticksDone++;
+    }
+    if (this.ticksDone < dueTicks) this.ticksDone = dueTicks;
+  }
+
   private onMessage(message: Parameters<RawNode['step']>[0]): void {
     if (this.stopped) return;
     this.guard(() => {
+      if (this.config.leaseBasedReads) this.catchUpTicks();
       this.rawNode.step(message);
     });
     this.pump();
@@ -617,7 +648,13 @@ export class RaftNode<Result = unknown> {
    */
   private continuePump(): void {
     try {
-      while (!this.stopped && this.rawNode.hasReady()) {
+      while (!this.stopped) {
+        // Between two Readies nothing is being applied: the moment to snapshot the state machine.
+        if (this.snapshotDue()) {
+          this.pumpDone = this.takeSnapshot();
+          return;
+        }
+        if (!this.rawNode.hasReady()) break;
         const ready = this.rawNode.ready();
         if (ready.softState !== null) this.onSoftState(ready.softState.role, ready.softState.leader);
         for (const message of ready.messages) this.options.transport.send(message);
@@ -626,10 +663,6 @@ export class RaftNode<Result = unknown> {
           return;
         }
         if (!this.finishReady(ready, 0)) return;
-        if (this.snapshotDue()) {
-          this.pumpDone = this.takeSnapshot();
-          return;
-        }
       }
     } catch (error) {
       this.fail(error);
@@ -643,6 +676,8 @@ export class RaftNode<Result = unknown> {
   private snapshotDue(): boolean {
     const policy = this.snapshotPolicy;
     if (policy === null || this.appliedIndex <= this.lastSnapshotIndex) return false;
+    // A snapshot from the leader waits to be restored: the log already starts after what is applied.
+    if (this.appliedIndex <= this.rawNode.raft.log.snapshotIndex()) return false;
     return this.appliedIndex - this.lastSnapshotIndex >= policy.intervalEntries || this.bytesSinceSnapshot >= policy.intervalBytes;
   }
 

@@ -34,6 +34,16 @@ const CASES: readonly Case[] = [
       faults: { ...NO_FAULTS, delayMinMs: 1, delayMaxMs: 10, pauseEveryMs: 1_000, pauseMaxMs: 3_000, leaderTargetPerMille: 1_000 },
     },
   },
+  {
+    bug: 'ReadLeaseTooLong',
+    why: 'lease-based reads while leaders are paused or cut off, so a new leader commits writes inside the old leader’s lease',
+    options: {
+      nodeCount: 5,
+      faultPhaseMs: 5_000,
+      leaseReads: true,
+      faults: { ...NO_FAULTS, delayMinMs: 1, delayMaxMs: 10, pauseEveryMs: 1_000, pauseMaxMs: 3_000, partitionEveryMs: 1_500, partitionMaxMs: 2_000, leaderTargetPerMille: 1_000 },
+    },
+  },
 ];
 
 describe('the simulator catches deliberately broken cores', () => {
