@@ -37,6 +37,8 @@ export class TestCluster {
   readonly nodes = new Map<NodeId, RawNode>();
   readonly stored = new Map<NodeId, StoredState>();
   readonly applied = new Map<NodeId, Entry[]>();
+  /** Snapshots each node installed from a leader, in order. */
+  readonly installs = new Map<NodeId, Snapshot[]>();
   /** Texts of the entries a node's "state machine" got from a restored snapshot (applied before `applied`). */
   readonly restored = new Map<NodeId, string[]>();
   /** Per-node bootstrap voters, for nodes that joined with a different list (see {@link addNode}). */
@@ -145,6 +147,7 @@ export class TestCluster {
         this.trace.push(`${id} restores snapshot ${ready.snapshot.metadata.index}@${ready.snapshot.metadata.term}`);
         this.restored.set(id as NodeId, JSON.parse(new TextDecoder().decode(ready.snapshot.data)) as string[]);
         this.applied.set(id as NodeId, []);
+        this.installs.set(id as NodeId, [...(this.installs.get(id as NodeId) ?? []), ready.snapshot]);
       }
       this.applied.get(id as NodeId)?.push(...ready.committedEntries);
       if (ready.readStates.length > 0) {

@@ -27,9 +27,14 @@
  * - `transfer n1 n2` (leadership transfer from leader n1 to n2), `read n1` (a ReadIndex request);
  * - `tick n1 [count]`, `tick-all [count]` (every node, in cluster order, `count` rounds);
  * - `deliver` (until the network is quiet), `deliver N` (only the first N queued messages, not what
- *   they cause), `deliver-one`, `drop` (every queued message), `queue` (list without delivering);
+ *   they cause), `deliver-one`, `drop` (every queued message), `drop-one` (the first queued message),
+ *   `queue` (list without delivering);
  * - `partition n1 | n2 n3`, `cut n1->n2` (one direction), `heal`;
  * - `restart n1` (a crash: the node restarts from what it stored; messages in flight stay queued);
+ * - `compact n1 [index]` (n1 snapshots its state at its applied index and compacts its log up to
+ *   `index`, default the snapshot index); `add-node n4` (starts an empty node that knows no members);
+ *   `membership n1 AddLearner|PromoteLearner|RemoveNode n4` (a membership change proposed on n1);
+ *   `members [n1 ...]` (each node's membership and snapshot index);
  * - `stabilize` (flush every node and deliver until nothing changes);
  * - `status [n1 ...]`, `log [n1 ...]`.
  *
@@ -150,6 +155,8 @@ interface NodeSnapshot {
   readonly entries: readonly Entry[];
   readonly outcomeCount: number;
   readonly readCount: number;
+  /** Snapshots installed from a leader so far. */
+  readonly installCount: number;
 }
 
 /** Executes commands one at a time against the current cluster. */
@@ -260,6 +267,14 @@ export class ScriptRunner {
         for (const message of cluster.queue) output.push(`drop ${describeMessageCompactly(message)}`);
         cluster.queue = [];
         return;
+      case 'drop-one': {
+        this.noArgs(args, fail);
+        const [first, ...rest] = cluster.queue;
+        if (first === undefined) fail('nothing queued');
+        else output.push(`drop ${describeMessageCompactly(first)}`);
+        cluster.queue = rest;
+        return;
+      }
       case 'queue':
         this.noArgs(args, fail);
         for (const message of cluster.queue) output.push(`queued ${describeMessageCompactly(message)}`);
@@ -294,6 +309,45 @@ export class ScriptRunner {
       case 'stabilize':
         this.noArgs(args, fail);
         this.stabilize(output);
+        return;
+      case 'compact': {
+        const id = this.nodeArg(args, 0, fail);
+        const upTo = args[1] === undefined ? undefined : this.integer(args[1], fail);
+        const compactedTo = cluster.compact(id, upTo);
+        const status = cluster.node(id).status();
+        output.push(`${id}: snapshot at ${status.snapshotIndex}, log compacted to ${compactedTo} (first entry ${cluster.node(id).raft.log.firstIndex()})`);
+        this.reportChanges(output, '');
+        return;
+      }
+      case 'add-node': {
+        const id = args[0] ?? fail('add-node needs a node id');
+        if (args.length !== 1) fail('too many arguments');
+        if (this.ids.includes(id as NodeId)) fail(`node ${id} exists`);
+        cluster.addNode(id);
+        this.ids.push(id as NodeId);
+        this.snapshots.set(id as NodeId, this.snapshot(id as NodeId));
+        output.push(`${id}: started with no members`);
+        return;
+      }
+      case 'membership': {
+        const id = this.nodeArg(args, 0, fail);
+        const kind = args[1];
+        if (kind !== 'AddLearner' && kind !== 'PromoteLearner' && kind !== 'RemoveNode') fail('membership needs AddLearner, PromoteLearner or RemoveNode');
+        const target = this.nodeArg(args, 2, fail);
+        const outcome = cluster.changeMembership(id, kind, target);
+        output.push(
+          outcome.kind === 'Appended'
+            ? `${id}: ${kind} ${target} appended at ${outcome.index}@${outcome.term}: voters=${outcome.membership.voters.join(',')} learners=${outcome.membership.learners.join(',') || 'none'}`
+            : `${id}: ${kind} ${target} refused ${outcome.refusal}: ${outcome.reason}`,
+        );
+        this.reportChanges(output, '');
+        return;
+      }
+      case 'members':
+        for (const id of this.nodesArg(args, fail)) {
+          const status = cluster.node(id).status();
+          output.push(`${id}: voters=${status.membership.voters.join(',') || 'none'} learners=${status.membership.learners.join(',') || 'none'} snapshot=${status.snapshotIndex}`);
+        }
         return;
       case 'status':
         for (const id of this.nodesArg(args, fail)) output.push(this.describeStatus(id));
@@ -419,6 +473,7 @@ export class ScriptRunner {
       entries: this.entriesOf(id),
       outcomeCount: cluster.forwardedOutcomes.get(id)?.length ?? 0,
       readCount: cluster.readStates.get(id)?.length ?? 0,
+      installCount: cluster.installs.get(id)?.length ?? 0,
     };
   }
 
@@ -433,9 +488,15 @@ export class ScriptRunner {
       if (before.role !== after.role || before.term !== after.term || before.vote !== after.vote || before.leader !== after.leader) {
         output.push(`${prefix}${id}: ${after.role} term=${after.term} vote=${after.vote} leader=${after.leader}`);
       }
-      const truncated = truncatedEntries(before.entries, after.entries);
+      const truncated = truncatedEntries(before.entries, after.entries, cluster.node(id).raft.log.firstIndex());
       if (truncated.length > 0) output.push(`${prefix}${id}: truncated [${describeEntries(truncated)}]`);
-      const applied = after.appliedCount >= before.appliedCount ? (cluster.applied.get(id) ?? []).slice(before.appliedCount) : [];
+      // Installing a snapshot restarts the applied list from the snapshot.
+      const installs = (cluster.installs.get(id) ?? []).slice(before.installCount);
+      for (const installed of installs) {
+        output.push(`${prefix}${id}: installed snapshot ${installed.metadata.index}@${installed.metadata.term} state=[${new TextDecoder().decode(installed.data).replace(/"/g, '')}]`);
+      }
+      const appliedFrom = installs.length > 0 ? 0 : before.appliedCount;
+      const applied = after.appliedCount >= appliedFrom ? (cluster.applied.get(id) ?? []).slice(appliedFrom) : [];
       if (before.commit !== after.commit || applied.length > 0) {
         output.push(`${prefix}${id}: commit=${after.commit} applied=[${describeEntries(applied)}]`);
       }
@@ -581,11 +642,12 @@ function describeOutcome(outcome: ProposeOutcome): string {
 }
 
 /** Entries of `before` that `after` no longer holds (same index, different term, or gone). */
-function truncatedEntries(before: readonly Entry[], after: readonly Entry[]): Entry[] {
-  for (let position = 0; position < before.length; position++) {
-    const old = before[position];
-    const current = after[position];
-    if (old !== undefined && (current === undefined || current.term !== old.term)) return before.slice(position);
+/** Entries of `before` that `after` (which starts at `afterFirstIndex`) replaced or dropped; compacted entries do not count. */
+function truncatedEntries(before: readonly Entry[], after: readonly Entry[], afterFirstIndex: number): Entry[] {
+  for (const old of before) {
+    if (old.index < afterFirstIndex) continue;
+    const current = after[old.index - afterFirstIndex];
+    if (current === undefined || current.term !== old.term) return before.filter((entry) => entry.index >= old.index);
   }
   return [];
 }
