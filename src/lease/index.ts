@@ -1,0 +1,7 @@
+/**
+ * Replicated leases: the lease table state machine. The `DistributedLock` client and the leader's
+ * lessor are built on it.
+ *
+ * @module
+ */
+export * from './state-machine.js';

@@ -1,0 +1,297 @@
+/**
+ * The replicated lease table: a deterministic state machine over the Raft log (design brief §4).
+ *
+ * No clock is read here. Time is counted by the leader's lessor, which proposes `Expire` when a
+ * lease's countdown ends; the table only records who holds what, under which fencing token.
+ *
+ * @module
+ */
+import { Packr, Unpackr } from 'msgpackr';
+import type { LogIndex } from '../raft/index.js';
+
+/** Longest key, in UTF-8 bytes. */
+export const MAX_LEASE_KEY_BYTES = 1024;
+/** Longest owner name, in UTF-8 bytes. */
+export const MAX_LEASE_OWNER_BYTES = 256;
+/** Longest client request id, in UTF-8 bytes. */
+export const MAX_REQUEST_ID_BYTES = 128;
+/** Longest lease a client may ask for: one day. */
+export const MAX_LEASE_TTL_MS = 24 * 60 * 60 * 1000;
+/** Most leases held at once; acquiring a new key beyond this is refused. */
+export const MAX_LEASES = 100_000;
+/** Client request ids remembered to answer retries; the oldest is forgotten first. */
+export const DEFAULT_MAX_REMEMBERED_REQUESTS = 10_000;
+
+/** A lease as the replicated table holds it. */
+export interface LeaseRecord {
+  readonly key: string;
+  readonly owner: string;
+  /** The log index of the entry that granted the lease: unique and increasing across all grants. */
+  readonly fencingToken: LogIndex;
+  /** The TTL of the latest grant or re-acquire, in milliseconds (counted by the leader). */
+  readonly ttlMs: number;
+}
+
+/** A command of the lease state machine. */
+export type LeaseCommand =
+  /** Take the lease on `key`, or re-take (renew) one `owner` already holds. */
+  | { readonly type: 'Acquire'; readonly key: string; readonly owner: string; readonly ttlMs: number; readonly requestId: string }
+  /** Give up a lease `owner` holds under `fencingToken`. */
+  | { readonly type: 'Release'; readonly key: string; readonly owner: string; readonly fencingToken: LogIndex; readonly requestId: string }
+  /** Proposed by the leader's lessor when the lease granted under `fencingToken` ran out. */
+  | { readonly type: 'Expire'; readonly key: string; readonly fencingToken: LogIndex };
+
+/** What applying a command did. */
+export type LeaseResult =
+  /** The lease is `owner`'s; `renewed` when it already held it (same token). */
+  | { readonly type: 'Granted'; readonly lease: LeaseRecord; readonly renewed: boolean }
+  /** Someone else holds the lease. */
+  | { readonly type: 'Held'; readonly lease: LeaseRecord }
+  | { readonly type: 'Released'; readonly lease: LeaseRecord }
+  /** Release refused: no lease on the key, or another holder or token than the caller named. */
+  | { readonly type: 'NotHeld'; readonly key: string; readonly reason: 'NoLease' | 'OtherHolder' | 'TokenMismatch' }
+  | { readonly type: 'Expired'; readonly lease: LeaseRecord }
+  /** An Expire for a grant that is no longer in the table (released, or re-granted since). */
+  | { readonly type: 'ExpireIgnored'; readonly key: string }
+  /** A malformed or out-of-bounds command; nothing changed. */
+  | { readonly type: 'Rejected'; readonly reason: string };
+
+/** Something that changed in the table, for the leader's lessor. */
+export type LeaseEvent =
+  | { readonly type: 'Granted'; readonly lease: LeaseRecord; readonly renewed: boolean }
+  | { readonly type: 'Removed'; readonly lease: LeaseRecord; readonly why: 'Released' | 'Expired' }
+  | { readonly type: 'Restored' };
+
+const packr = new Packr({ useRecords: false, variableMapSize: true });
+const unpackr = new Unpackr({ useRecords: false, mapsAsObjects: false });
+const utf8 = new TextEncoder();
+const SNAPSHOT_VERSION = 1;
+
+/** Encodes a command for the log. */
+export function encodeLeaseCommand(command: LeaseCommand): Uint8Array {
+  switch (command.type) {
+    case 'Acquire':
+      return packr.pack(['A', command.key, command.owner, command.ttlMs, command.requestId]);
+    case 'Release':
+      return packr.pack(['R', command.key, command.owner, command.fencingToken, command.requestId]);
+    case 'Expire':
+      return packr.pack(['E', command.key, command.fencingToken]);
+  }
+}
+
+/** Why `key` is not an acceptable lease key, or null. */
+export function invalidLeaseKey(key: unknown): string | null {
+  if (typeof key !== 'string' || key.length === 0) return 'the key must be a non-empty string';
+  if (utf8.encode(key).byteLength > MAX_LEASE_KEY_BYTES) return `the key is longer than ${MAX_LEASE_KEY_BYTES} UTF-8 bytes`;
+  return null;
+}
+
+/** Why `owner` is not an acceptable owner name, or null. */
+export function invalidLeaseOwner(owner: unknown): string | null {
+  if (typeof owner !== 'string' || owner.length === 0) return 'the owner must be a non-empty string';
+  if (utf8.encode(owner).byteLength > MAX_LEASE_OWNER_BYTES) return `the owner is longer than ${MAX_LEASE_OWNER_BYTES} UTF-8 bytes`;
+  return null;
+}
+
+/** Why `ttlMs` is not an acceptable TTL, or null. */
+export function invalidLeaseTtl(ttlMs: unknown): string | null {
+  if (typeof ttlMs !== 'number' || !Number.isSafeInteger(ttlMs) || ttlMs < 1 || ttlMs > MAX_LEASE_TTL_MS) {
+    return `ttlMs must be an integer in [1, ${MAX_LEASE_TTL_MS}]`;
+  }
+  return null;
+}
+
+function invalidRequestId(requestId: unknown): string | null {
+  if (typeof requestId !== 'string' || requestId.length === 0) return 'the request id must be a non-empty string';
+  if (utf8.encode(requestId).byteLength > MAX_REQUEST_ID_BYTES) return `the request id is longer than ${MAX_REQUEST_ID_BYTES} UTF-8 bytes`;
+  return null;
+}
+
+/**
+ * Decodes a command; returns a reason string for anything malformed (the state machine rejects it
+ * deterministically, on every node alike).
+ */
+export function decodeLeaseCommand(bytes: Uint8Array): LeaseCommand | string {
+  let value: unknown;
+  try {
+    value = unpackr.unpack(bytes);
+  } catch {
+    return 'not valid msgpack';
+  }
+  if (!Array.isArray(value)) return 'not an array';
+  const [tag, key, a, b, c] = value as unknown[];
+  const keyProblem = invalidLeaseKey(key);
+  if (keyProblem !== null) return keyProblem;
+  const validKey = key as string;
+  switch (tag) {
+    case 'A': {
+      if (value.length !== 5) return 'Acquire takes 4 fields';
+      const problem = invalidLeaseOwner(a) ?? invalidLeaseTtl(b) ?? invalidRequestId(c);
+      if (problem !== null) return problem;
+      return { type: 'Acquire', key: validKey, owner: a as string, ttlMs: b as number, requestId: c as string };
+    }
+    case 'R': {
+      if (value.length !== 5) return 'Release takes 4 fields';
+      const problem = invalidLeaseOwner(a) ?? invalidToken(b) ?? invalidRequestId(c);
+      if (problem !== null) return problem;
+      return { type: 'Release', key: validKey, owner: a as string, fencingToken: b as LogIndex, requestId: c as string };
+    }
+    case 'E': {
+      if (value.length !== 3) return 'Expire takes 2 fields';
+      const problem = invalidToken(a);
+      if (problem !== null) return problem;
+      return { type: 'Expire', key: validKey, fencingToken: a as LogIndex };
+    }
+    default:
+      return 'unknown command';
+  }
+}
+
+function invalidToken(token: unknown): string | null {
+  return typeof token === 'number' && Number.isSafeInteger(token) && token >= 1 ? null : 'the fencing token must be a positive integer';
+}
+
+/**
+ * The lease table. Deterministic: its state depends only on the commands applied, in order, and on
+ * their log indexes.
+ *
+ * - **Fencing tokens** are the log index of the granting entry (design brief §4): every grant's entry
+ *   has a higher index than every earlier one, so tokens are unique and strictly increasing across
+ *   all grants in the cluster. Re-acquiring a lease one holds keeps its token.
+ * - **Retries apply once** (thesis §6.3): `Acquire` and `Release` carry a client request id; a
+ *   command whose id was seen returns the first result and changes nothing. The table remembers the
+ *   last `maxRememberedRequests` ids (default 10,000) and forgets the oldest first: a retry that
+ *   arrives after that many newer requests is applied as new. For `Acquire` that is harmless (the same
+ *   owner re-acquires the same lease, or finds it held); a stale `Release` names a fencing token, so it
+ *   cannot release a newer grant.
+ * - **Bounds**: keys up to 1,024 bytes, owners up to 256, TTLs from 1 ms to one day, at most 100,000
+ *   leases; anything else is rejected without changing the table.
+ */
+export class LeaseStateMachine {
+  private readonly leases = new Map<string, LeaseRecord>();
+  /** Request id → the result first returned, in the order they were applied. */
+  private readonly requests = new Map<string, LeaseResult>();
+  private readonly maxRememberedRequests: number;
+  private listener: ((event: LeaseEvent) => void) | null = null;
+
+  constructor(options: { readonly maxRememberedRequests?: number } = {}) {
+    this.maxRememberedRequests = options.maxRememberedRequests ?? DEFAULT_MAX_REMEMBERED_REQUESTS;
+    if (!Number.isSafeInteger(this.maxRememberedRequests) || this.maxRememberedRequests < 1) {
+      throw new RangeError(`maxRememberedRequests must be a positive integer, got ${this.maxRememberedRequests}`);
+    }
+  }
+
+  /** Receives every change (the leader's lessor starts and stops countdowns from them). */
+  onEvent(listener: ((event: LeaseEvent) => void) | null): void {
+    this.listener = listener;
+  }
+
+  /** The lease on `key`, if any. */
+  get(key: string): LeaseRecord | undefined {
+    return this.leases.get(key);
+  }
+
+  /** Every lease, in key order. */
+  list(): LeaseRecord[] {
+    return [...this.leases.values()].sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
+  }
+
+  /** Number of request ids remembered. */
+  rememberedRequests(): number {
+    return this.requests.size;
+  }
+
+  /** Applies one committed command at log index `index`. */
+  apply(command: Uint8Array, index: LogIndex): LeaseResult {
+    const decoded = decodeLeaseCommand(command);
+    if (typeof decoded === 'string') return { type: 'Rejected', reason: decoded };
+    if (decoded.type === 'Expire') return this.expire(decoded.key, decoded.fencingToken);
+    const earlier = this.requests.get(decoded.requestId);
+    if (earlier !== undefined) return earlier;
+    const result = decoded.type === 'Acquire' ? this.acquire(decoded, index) : this.release(decoded);
+    this.remember(decoded.requestId, result);
+    return result;
+  }
+
+  private acquire(command: Extract<LeaseCommand, { type: 'Acquire' }>, index: LogIndex): LeaseResult {
+    const current = this.leases.get(command.key);
+    if (current !== undefined && current.owner !== command.owner) return { type: 'Held', lease: current };
+    if (current === undefined && this.leases.size >= MAX_LEASES) return { type: 'Rejected', reason: `${MAX_LEASES} leases are held; release some first` };
+    const lease: LeaseRecord = { key: command.key, owner: command.owner, fencingToken: current?.fencingToken ?? index, ttlMs: command.ttlMs };
+    this.leases.set(command.key, lease);
+    const renewed = current !== undefined;
+    this.listener?.({ type: 'Granted', lease, renewed });
+    return { type: 'Granted', lease, renewed };
+  }
+
+  private release(command: Extract<LeaseCommand, { type: 'Release' }>): LeaseResult {
+    const current = this.leases.get(command.key);
+    if (current === undefined) return { type: 'NotHeld', key: command.key, reason: 'NoLease' };
+    if (current.owner !== command.owner) return { type: 'NotHeld', key: command.key, reason: 'OtherHolder' };
+    if (current.fencingToken !== command.fencingToken) return { type: 'NotHeld', key: command.key, reason: 'TokenMismatch' };
+    this.leases.delete(command.key);
+    this.listener?.({ type: 'Removed', lease: current, why: 'Released' });
+    return { type: 'Released', lease: current };
+  }
+
+  private expire(key: string, fencingToken: LogIndex): LeaseResult {
+    const current = this.leases.get(key);
+    if (current?.fencingToken !== fencingToken) return { type: 'ExpireIgnored', key };
+    this.leases.delete(key);
+    this.listener?.({ type: 'Removed', lease: current, why: 'Expired' });
+    return { type: 'Expired', lease: current };
+  }
+
+  private remember(requestId: string, result: LeaseResult): void {
+    this.requests.set(requestId, result);
+    // Bounded: one insertion evicts at most one (the oldest) id.
+    if (this.requests.size > this.maxRememberedRequests) {
+      const oldest = this.requests.keys().next();
+      if (oldest.done !== true) this.requests.delete(oldest.value);
+    }
+  }
+
+  /** The whole table and the request memory, deterministically serialized (keys sorted, ids in applied order). */
+  snapshot(): Uint8Array {
+    const leases = this.list().map((lease) => [lease.key, lease.owner, lease.fencingToken, lease.ttlMs]);
+    const requests = [...this.requests].map(([requestId, result]) => [requestId, result]);
+    return packr.pack([SNAPSHOT_VERSION, leases, requests]);
+  }
+
+  /** Replaces the whole state with a snapshot's. Throws a `TypeError` on bytes that are not a lease snapshot. */
+  restore(data: Uint8Array): void {
+    const value: unknown = unpackr.unpack(data);
+    if (!Array.isArray(value) || value.length !== 3 || value[0] !== SNAPSHOT_VERSION) throw new TypeError('not a lease table snapshot of this version');
+    const [, leases, requests] = value as [unknown, unknown, unknown];
+    if (!Array.isArray(leases) || !Array.isArray(requests)) throw new TypeError('malformed lease table snapshot');
+    const restoredLeases = new Map<string, LeaseRecord>();
+    for (const row of leases as unknown[]) {
+      if (!Array.isArray(row) || row.length !== 4) throw new TypeError('malformed lease in snapshot');
+      const [key, owner, fencingToken, ttlMs] = row as unknown[];
+      const problem = invalidLeaseKey(key) ?? invalidLeaseOwner(owner) ?? invalidToken(fencingToken) ?? invalidLeaseTtl(ttlMs);
+      if (problem !== null) throw new TypeError(`malformed lease in snapshot: ${problem}`);
+      restoredLeases.set(key as string, { key: key as string, owner: owner as string, fencingToken: fencingToken as LogIndex, ttlMs: ttlMs as number });
+    }
+    const restoredRequests = new Map<string, LeaseResult>();
+    for (const row of requests as unknown[]) {
+      if (!Array.isArray(row) || row.length !== 2 || invalidRequestId(row[0]) !== null || typeof row[1] !== 'object' || row[1] === null) {
+        throw new TypeError('malformed request in snapshot');
+      }
+      restoredRequests.set(row[0] as string, toPlainResult(row[1]));
+    }
+    this.leases.clear();
+    for (const [key, lease] of restoredLeases) this.leases.set(key, lease);
+    this.requests.clear();
+    for (const [requestId, result] of restoredRequests) this.requests.set(requestId, result);
+    this.listener?.({ type: 'Restored' });
+  }
+}
+
+/** msgpack decodes nested objects as Maps (mapsAsObjects: false); results are plain objects. */
+function toPlainResult(value: unknown): LeaseResult {
+  const plain = (item: unknown): unknown => {
+    if (item instanceof Map) return Object.fromEntries([...item].map(([key, inner]) => [String(key), plain(inner)]));
+    return item;
+  };
+  return plain(value) as LeaseResult;
+}
