@@ -28,18 +28,25 @@ export interface LeaseRecord {
   readonly owner: string;
   /** The log index of the entry that granted the lease: unique and increasing across all grants. */
   readonly fencingToken: LogIndex;
-  /** The TTL of the latest grant or re-acquire, in milliseconds (counted by the leader). */
+  /** The TTL of the latest grant or renewal, in milliseconds (counted by the leader). */
   readonly ttlMs: number;
+  /** Renewals (and re-acquires) applied since the grant; an `Expire` names the count it was proposed for. */
+  readonly renewals: number;
 }
 
 /** A command of the lease state machine. */
 export type LeaseCommand =
   /** Take the lease on `key`, or re-take (renew) one `owner` already holds. */
   | { readonly type: 'Acquire'; readonly key: string; readonly owner: string; readonly ttlMs: number; readonly requestId: string }
+  /** Extend a lease `owner` holds under `fencingToken` by a fresh `ttlMs`. */
+  | { readonly type: 'Renew'; readonly key: string; readonly owner: string; readonly fencingToken: LogIndex; readonly ttlMs: number; readonly requestId: string }
   /** Give up a lease `owner` holds under `fencingToken`. */
   | { readonly type: 'Release'; readonly key: string; readonly owner: string; readonly fencingToken: LogIndex; readonly requestId: string }
-  /** Proposed by the leader's lessor when the lease granted under `fencingToken` ran out. */
-  | { readonly type: 'Expire'; readonly key: string; readonly fencingToken: LogIndex };
+  /**
+   * Proposed by the leader's lessor when the countdown of the grant `fencingToken`, as of its
+   * `renewals`-th renewal, ran out. A renewal applied in between makes it stale.
+   */
+  | { readonly type: 'Expire'; readonly key: string; readonly fencingToken: LogIndex; readonly renewals: number };
 
 /** What applying a command did. */
 export type LeaseResult =
@@ -48,10 +55,10 @@ export type LeaseResult =
   /** Someone else holds the lease. */
   | { readonly type: 'Held'; readonly lease: LeaseRecord }
   | { readonly type: 'Released'; readonly lease: LeaseRecord }
-  /** Release refused: no lease on the key, or another holder or token than the caller named. */
+  /** Renew or release refused: no lease on the key, or another holder or token than the caller named. */
   | { readonly type: 'NotHeld'; readonly key: string; readonly reason: 'NoLease' | 'OtherHolder' | 'TokenMismatch' }
   | { readonly type: 'Expired'; readonly lease: LeaseRecord }
-  /** An Expire for a grant that is no longer in the table (released, or re-granted since). */
+  /** An Expire for a grant that is no longer in the table (released, re-granted or renewed since). */
   | { readonly type: 'ExpireIgnored'; readonly key: string }
   /** A malformed or out-of-bounds command; nothing changed. */
   | { readonly type: 'Rejected'; readonly reason: string };
@@ -72,10 +79,12 @@ export function encodeLeaseCommand(command: LeaseCommand): Uint8Array {
   switch (command.type) {
     case 'Acquire':
       return packr.pack(['A', command.key, command.owner, command.ttlMs, command.requestId]);
+    case 'Renew':
+      return packr.pack(['N', command.key, command.owner, command.fencingToken, command.ttlMs, command.requestId]);
     case 'Release':
       return packr.pack(['R', command.key, command.owner, command.fencingToken, command.requestId]);
     case 'Expire':
-      return packr.pack(['E', command.key, command.fencingToken]);
+      return packr.pack(['E', command.key, command.fencingToken, command.renewals]);
   }
 }
 
@@ -119,7 +128,7 @@ export function decodeLeaseCommand(bytes: Uint8Array): LeaseCommand | string {
     return 'not valid msgpack';
   }
   if (!Array.isArray(value)) return 'not an array';
-  const [tag, key, a, b, c] = value as unknown[];
+  const [tag, key, a, b, c, d] = value as unknown[];
   const keyProblem = invalidLeaseKey(key);
   if (keyProblem !== null) return keyProblem;
   const validKey = key as string;
@@ -130,6 +139,12 @@ export function decodeLeaseCommand(bytes: Uint8Array): LeaseCommand | string {
       if (problem !== null) return problem;
       return { type: 'Acquire', key: validKey, owner: a as string, ttlMs: b as number, requestId: c as string };
     }
+    case 'N': {
+      if (value.length !== 6) return 'Renew takes 5 fields';
+      const problem = invalidLeaseOwner(a) ?? invalidToken(b) ?? invalidLeaseTtl(c) ?? invalidRequestId(d);
+      if (problem !== null) return problem;
+      return { type: 'Renew', key: validKey, owner: a as string, fencingToken: b as LogIndex, ttlMs: c as number, requestId: d as string };
+    }
     case 'R': {
       if (value.length !== 5) return 'Release takes 4 fields';
       const problem = invalidLeaseOwner(a) ?? invalidToken(b) ?? invalidRequestId(c);
@@ -137,10 +152,10 @@ export function decodeLeaseCommand(bytes: Uint8Array): LeaseCommand | string {
       return { type: 'Release', key: validKey, owner: a as string, fencingToken: b as LogIndex, requestId: c as string };
     }
     case 'E': {
-      if (value.length !== 3) return 'Expire takes 2 fields';
-      const problem = invalidToken(a);
+      if (value.length !== 4) return 'Expire takes 3 fields';
+      const problem = invalidToken(a) ?? (typeof b === 'number' && Number.isSafeInteger(b) && b >= 0 ? null : 'renewals must be a non-negative integer');
       if (problem !== null) return problem;
-      return { type: 'Expire', key: validKey, fencingToken: a as LogIndex };
+      return { type: 'Expire', key: validKey, fencingToken: a as LogIndex, renewals: b as number };
     }
     default:
       return 'unknown command';
@@ -158,7 +173,10 @@ function invalidToken(token: unknown): string | null {
  * - **Fencing tokens** are the log index of the granting entry (design brief §4): every grant's entry
  *   has a higher index than every earlier one, so tokens are unique and strictly increasing across
  *   all grants in the cluster. Re-acquiring a lease one holds keeps its token.
- * - **Retries apply once** (thesis §6.3): `Acquire` and `Release` carry a client request id; a
+ * - **Renewals are replicated**: `Renew` (or re-acquiring) bumps the lease's `renewals` count, and
+ *   the lessor's `Expire` names the count its countdown belongs to, so an `Expire` racing a renewal
+ *   that was applied first is ignored (design brief §4, the replicated-renewal variant).
+ * - **Retries apply once** (thesis §6.3): `Acquire`, `Renew` and `Release` carry a client request id; a
  *   command whose id was seen returns the first result and changes nothing. The table remembers the
  *   last `maxRememberedRequests` ids (default 10,000) and forgets the oldest first: a retry that
  *   arrives after that many newer requests is applied as new. For `Acquire` that is harmless (the same
@@ -205,10 +223,13 @@ export class LeaseStateMachine {
   apply(command: Uint8Array, index: LogIndex): LeaseResult {
     const decoded = decodeLeaseCommand(command);
     if (typeof decoded === 'string') return { type: 'Rejected', reason: decoded };
-    if (decoded.type === 'Expire') return this.expire(decoded.key, decoded.fencingToken);
+    if (decoded.type === 'Expire') return this.expire(decoded.key, decoded.fencingToken, decoded.renewals);
     const earlier = this.requests.get(decoded.requestId);
     if (earlier !== undefined) return earlier;
-    const result = decoded.type === 'Acquire' ? this.acquire(decoded, index) : this.release(decoded);
+    let result: LeaseResult;
+    if (decoded.type === 'Acquire') result = this.acquire(decoded, index);
+    else if (decoded.type === 'Renew') result = this.renew(decoded);
+    else result = this.release(decoded);
     this.remember(decoded.requestId, result);
     return result;
   }
@@ -217,11 +238,28 @@ export class LeaseStateMachine {
     const current = this.leases.get(command.key);
     if (current !== undefined && current.owner !== command.owner) return { type: 'Held', lease: current };
     if (current === undefined && this.leases.size >= MAX_LEASES) return { type: 'Rejected', reason: `${MAX_LEASES} leases are held; release some first` };
-    const lease: LeaseRecord = { key: command.key, owner: command.owner, fencingToken: current?.fencingToken ?? index, ttlMs: command.ttlMs };
+    const lease: LeaseRecord = {
+      key: command.key,
+      owner: command.owner,
+      fencingToken: current?.fencingToken ?? index,
+      ttlMs: command.ttlMs,
+      renewals: current === undefined ? 0 : current.renewals + 1,
+    };
     this.leases.set(command.key, lease);
     const renewed = current !== undefined;
     this.listener?.({ type: 'Granted', lease, renewed });
     return { type: 'Granted', lease, renewed };
+  }
+
+  private renew(command: Extract<LeaseCommand, { type: 'Renew' }>): LeaseResult {
+    const current = this.leases.get(command.key);
+    if (current === undefined) return { type: 'NotHeld', key: command.key, reason: 'NoLease' };
+    if (current.owner !== command.owner) return { type: 'NotHeld', key: command.key, reason: 'OtherHolder' };
+    if (current.fencingToken !== command.fencingToken) return { type: 'NotHeld', key: command.key, reason: 'TokenMismatch' };
+    const lease: LeaseRecord = { ...current, ttlMs: command.ttlMs, renewals: current.renewals + 1 };
+    this.leases.set(command.key, lease);
+    this.listener?.({ type: 'Granted', lease, renewed: true });
+    return { type: 'Granted', lease, renewed: true };
   }
 
   private release(command: Extract<LeaseCommand, { type: 'Release' }>): LeaseResult {
@@ -234,9 +272,9 @@ export class LeaseStateMachine {
     return { type: 'Released', lease: current };
   }
 
-  private expire(key: string, fencingToken: LogIndex): LeaseResult {
+  private expire(key: string, fencingToken: LogIndex, renewals: number): LeaseResult {
     const current = this.leases.get(key);
-    if (current?.fencingToken !== fencingToken) return { type: 'ExpireIgnored', key };
+    if (current?.fencingToken !== fencingToken || current.renewals !== renewals) return { type: 'ExpireIgnored', key };
     this.leases.delete(key);
     this.listener?.({ type: 'Removed', lease: current, why: 'Expired' });
     return { type: 'Expired', lease: current };
@@ -253,7 +291,7 @@ export class LeaseStateMachine {
 
   /** The whole table and the request memory, deterministically serialized (keys sorted, ids in applied order). */
   snapshot(): Uint8Array {
-    const leases = this.list().map((lease) => [lease.key, lease.owner, lease.fencingToken, lease.ttlMs]);
+    const leases = this.list().map((lease) => [lease.key, lease.owner, lease.fencingToken, lease.ttlMs, lease.renewals]);
     const requests = [...this.requests].map(([requestId, result]) => [requestId, result]);
     return packr.pack([SNAPSHOT_VERSION, leases, requests]);
   }
@@ -266,11 +304,12 @@ export class LeaseStateMachine {
     if (!Array.isArray(leases) || !Array.isArray(requests)) throw new TypeError('malformed lease table snapshot');
     const restoredLeases = new Map<string, LeaseRecord>();
     for (const row of leases as unknown[]) {
-      if (!Array.isArray(row) || row.length !== 4) throw new TypeError('malformed lease in snapshot');
-      const [key, owner, fencingToken, ttlMs] = row as unknown[];
+      if (!Array.isArray(row) || row.length !== 5) throw new TypeError('malformed lease in snapshot');
+      const [key, owner, fencingToken, ttlMs, renewals] = row as unknown[];
       const problem = invalidLeaseKey(key) ?? invalidLeaseOwner(owner) ?? invalidToken(fencingToken) ?? invalidLeaseTtl(ttlMs);
       if (problem !== null) throw new TypeError(`malformed lease in snapshot: ${problem}`);
-      restoredLeases.set(key as string, { key: key as string, owner: owner as string, fencingToken: fencingToken as LogIndex, ttlMs: ttlMs as number });
+      if (typeof renewals !== 'number' || !Number.isSafeInteger(renewals) || renewals < 0) throw new TypeError('malformed lease in snapshot: renewals');
+      restoredLeases.set(key as string, { key: key as string, owner: owner as string, fencingToken: fencingToken as LogIndex, ttlMs: ttlMs as number, renewals });
     }
     const restoredRequests = new Map<string, LeaseResult>();
     for (const row of requests as unknown[]) {
