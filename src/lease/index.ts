@@ -5,3 +5,4 @@
  * @module
  */
 export * from './state-machine.js';
+export * from './lock.js';

@@ -24,7 +24,9 @@ export type ErrorCode =
   | 'MembershipChangeInProgress'
   | 'LearnerNotCaughtUp'
   | 'InvalidMembershipChange'
-  | 'SnapshotFailed';
+  | 'SnapshotFailed'
+  | 'LeaseLost'
+  | 'InvalidArgument';
 
 /**
  * Base class of every expected error. Match on `code`, not on the class or the message.

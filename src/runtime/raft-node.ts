@@ -173,6 +173,11 @@ const RECENT_RESULTS_KEPT = 4096;
  */
 export class RaftNode<Result = unknown> {
   readonly id: NodeId;
+  /**
+   * Names this incarnation of the node: its id and its seed. Layers above use it to make client
+   * request ids that a restarted node does not reuse (the seed is random unless configured).
+   */
+  readonly instanceId: string;
   readonly config: RaftConfig;
   private readonly rawNode: RawNode;
   private readonly options: RaftNodeOptions<Result>;
@@ -220,6 +225,7 @@ export class RaftNode<Result = unknown> {
     // Request ids start at a random point so a restarted node does not reuse the ids its previous
     // incarnation forwarded (the leader answers a repeated id with the earlier entry).
     this.nextRequestId = Math.floor(new SeededPrng(seed ^ 0x2545f491).nextUint32() * 0x10_0000);
+    this.instanceId = `${config.id}.${Math.abs(seed).toString(36)}${seed < 0 ? 'n' : ''}`;
     this.snapshotPolicy = snapshotPolicy;
     this.tickOriginMs = options.clock.nowMs();
     const status = rawNode.status();

@@ -1,0 +1,461 @@
+/**
+ * `LeaseNode`: a Raft member that serves replicated leases. It runs the lease table
+ * ({@link LeaseStateMachine}) on every node, the leader-side lessor that counts TTLs and proposes
+ * expiries, and the {@link DistributedLock} client API, which works on any node (followers forward
+ * to the leader).
+ *
+ * Time model (design brief §4, docs/lease-safety.md): only the leader counts a lease's TTL, on its
+ * monotonic clock, restarting every countdown at full TTL when it becomes leader; the holder believes
+ * it holds the lease from when it *sent* its request until `sentAt + ttl·(1 − 2ρ) − margin` on its own
+ * clock, which with drift ≤ ρ ends before any leader can expire the lease.
+ *
+ * @module
+ */
+import { ConfigError, RaftLeaseError, type LogIndex } from '../raft/index.js';
+import { RaftNode, type Clock, type RaftNodeOptions, type Timer } from '../runtime/index.js';
+import {
+  LeaseStateMachine,
+  encodeLeaseCommand,
+  invalidLeaseKey,
+  invalidLeaseOwner,
+  invalidLeaseTtl,
+  type LeaseCommand,
+  type LeaseEvent,
+  type LeaseRecord,
+  type LeaseResult,
+} from './state-machine.js';
+
+/** Options of the lease layer. */
+export interface LeaseOptions {
+  /** The bound ρ on clock drift, in ppm, that holders assume. Default 200. */
+  readonly maxClockDriftPpm?: number;
+  /** Time a holder gives up before its computed end, to absorb pauses and scheduling delay. Default 1,000 ms. */
+  readonly marginMs?: number;
+  /** How often the leader checks its countdowns. Default: the tick interval. */
+  readonly expiryCheckIntervalMs?: number;
+  /** Default owner name of this node's leases. Default: the node id. */
+  readonly defaultOwner?: string;
+  /** How long one lock operation may take, retries included. Default 5,000 ms. */
+  readonly requestTimeoutMs?: number;
+}
+
+/** Options of a {@link LeaseNode}: those of a `RaftNode` (without the state machine) plus {@link LeaseOptions}. */
+export type LeaseNodeOptions = Omit<RaftNodeOptions<LeaseResult>, 'stateMachine'> & { readonly lease?: LeaseOptions };
+
+/** A lease this client holds. */
+export interface Lease {
+  readonly key: string;
+  readonly owner: string;
+  /** The log index of the granting entry. Give it to fenced resources: they must reject smaller tokens. */
+  readonly fencingToken: LogIndex;
+  readonly ttlMs: number;
+  /** Until when (this node's monotonic clock, ms) the holder may act as the lease's owner. */
+  readonly validUntil: number;
+  /** Milliseconds left of {@link validUntil}, 0 once past. */
+  remainingMs(): number;
+  /** Aborts when the lease can no longer be trusted: at `validUntil`, on loss, or on release. */
+  readonly signal: AbortSignal;
+  /** Extends the lease by a fresh TTL. Rejects with `LeaseLost`, `NotLeader` or `Timeout`. */
+  renew(): Promise<void>;
+  /** Gives the lease up. Idempotent. */
+  release(): Promise<void>;
+  /** Renews every `intervalMs` in the background until released or lost. Returns a function that stops it. */
+  keepAlive(options: { readonly intervalMs: number }): () => void;
+}
+
+/** The outcome of {@link DistributedLock.tryAcquire}. */
+export type AcquireResult = { readonly acquired: true; readonly lease: Lease } | { readonly acquired: false; readonly holder: string; readonly remainingMs?: number };
+
+/** Options of an acquisition. */
+export interface AcquireOptions {
+  readonly ttlMs: number;
+  /** Default: the node's default owner. */
+  readonly owner?: string;
+  readonly signal?: AbortSignal;
+}
+
+/** A distributed lock with leases and fencing tokens. */
+export interface DistributedLock {
+  /** Takes the lock on `key` if it is free (or already this owner's); never waits for a holder. */
+  tryAcquire(key: string, options: AcquireOptions): Promise<AcquireResult>;
+  /** Waits until the lock on `key` is free and takes it; rejects with `Timeout` after `timeoutMs`. */
+  acquire(key: string, options: AcquireOptions & { readonly timeoutMs?: number }): Promise<Lease>;
+  /** Acquires, keeps the lease alive while `fn` runs (passing it the lease), and always releases. */
+  withLock<T>(key: string, options: AcquireOptions & { readonly timeoutMs?: number }, fn: (lease: Lease) => Promise<T>): Promise<T>;
+}
+
+/** A lease's countdown on the leader. */
+interface Countdown {
+  readonly fencingToken: LogIndex;
+  readonly renewals: number;
+  readonly deadlineMs: number;
+  expiring: boolean;
+}
+
+/**
+ * One member of a lease cluster.
+ *
+ * @example
+ * ```ts
+ * const node = await LeaseNode.start({ id: 'n1', voters: ['n1', 'n2', 'n3'], transport, storage, clock });
+ * const result = await node.tryAcquire('compaction', { ttlMs: 60_000 });
+ * if (result.acquired) { await doWork(result.lease.signal, result.lease.fencingToken); await result.lease.release(); }
+ * ```
+ */
+export class LeaseNode implements DistributedLock {
+  readonly raft: RaftNode<LeaseResult>;
+  readonly table: LeaseStateMachine;
+  private readonly clock: Clock;
+  private readonly driftPpm: number;
+  private readonly marginMs: number;
+  private readonly checkIntervalMs: number;
+  private readonly defaultOwner: string;
+  private readonly requestTimeoutMs: number;
+  private nextRequest = 0;
+  private stopped = false;
+  private checkTimer: Timer | null = null;
+  /** Leader only: countdowns by key, and the term they belong to. */
+  private readonly countdowns = new Map<string, Countdown>();
+  private leaderTerm: number | null = null;
+  /** Waiters of `acquire()` by key, woken when the key's lease goes away. */
+  private readonly waiters = new Map<string, Set<() => void>>();
+
+  private constructor(raft: RaftNode<LeaseResult>, table: LeaseStateMachine, options: LeaseNodeOptions, lease: Required<LeaseOptions>) {
+    this.raft = raft;
+    this.table = table;
+    this.clock = options.clock;
+    this.driftPpm = lease.maxClockDriftPpm;
+    this.marginMs = lease.marginMs;
+    this.checkIntervalMs = lease.expiryCheckIntervalMs;
+    this.defaultOwner = lease.defaultOwner;
+    this.requestTimeoutMs = lease.requestTimeoutMs;
+  }
+
+  /** Starts the Raft node with the lease table as its state machine, and the lessor. */
+  static async start(options: LeaseNodeOptions): Promise<LeaseNode> {
+    const lease = resolveLeaseOptions(options);
+    const table = new LeaseStateMachine();
+    const raft = await RaftNode.start<LeaseResult>({ ...options, stateMachine: table });
+    const node = new LeaseNode(raft, table, options, lease);
+    table.onEvent((event) => {
+      node.onTableEvent(event);
+    });
+    node.scheduleCheck();
+    return node;
+  }
+
+  /** Stops the lessor and the Raft node (a leader hands leadership over first). */
+  async stop(): Promise<void> {
+    this.stopped = true;
+    this.checkTimer?.cancel();
+    for (const wake of [...this.waiters.values()].flatMap((set) => [...set])) wake();
+    await this.raft.stop();
+  }
+
+  /** The leases in the table as this node has applied it (not linearizable; see `raft.readIndex()`). */
+  leases(): LeaseRecord[] {
+    return this.table.list();
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Client API
+
+  async tryAcquire(key: string, options: AcquireOptions): Promise<AcquireResult> {
+    const owner = options.owner ?? this.defaultOwner;
+    this.validate(key, owner, options.ttlMs);
+    const sentAtMs = this.clock.nowMs();
+    const result = await this.submit({ type: 'Acquire', key, owner, ttlMs: options.ttlMs, requestId: this.requestId() }, options.signal);
+    if (result.type === 'Held') return { acquired: false, holder: result.lease.owner };
+    if (result.type !== 'Granted') throw unexpected(result);
+    return { acquired: true, lease: new HeldLease(this, result.lease, sentAtMs) };
+  }
+
+  async acquire(key: string, options: AcquireOptions & { readonly timeoutMs?: number }): Promise<Lease> {
+    const timeoutMs = options.timeoutMs ?? 30_000;
+    const deadlineMs = this.clock.nowMs() + timeoutMs;
+    // Bounded by the deadline: each round waits for the key to be freed (or a fallback timer).
+    for (;;) {
+      const result = await this.tryAcquire(key, options);
+      if (result.acquired) return result.lease;
+      const remainingMs = deadlineMs - this.clock.nowMs();
+      if (remainingMs <= 0) throw new RaftLeaseError('Timeout', `the lock on '${key}' is still held by ${result.holder} after ${timeoutMs} ms`);
+      // Wait until this node applies the lease's removal; the fallback timer covers a removal this
+      // node has not applied yet when the holder's TTL is long.
+      await this.waitForRelease(key, Math.min(remainingMs, Math.max(this.checkIntervalMs, options.ttlMs / 4)), options.signal);
+    }
+  }
+
+  async withLock<T>(key: string, options: AcquireOptions & { readonly timeoutMs?: number }, fn: (lease: Lease) => Promise<T>): Promise<T> {
+    const lease = await this.acquire(key, options);
+    const stopKeepAlive = lease.keepAlive({ intervalMs: Math.max(1, Math.floor(options.ttlMs / 3)) });
+    try {
+      return await fn(lease);
+    } finally {
+      stopKeepAlive();
+      await lease.release().catch(() => undefined);
+    }
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Internals used by HeldLease
+
+  /** How long a holder may trust a lease of `ttlMs` from when it sent its request. */
+  validityMs(ttlMs: number): number {
+    return Math.floor((ttlMs * (1_000_000 - 2 * this.driftPpm)) / 1_000_000) - this.marginMs;
+  }
+
+  nowMs(): number {
+    return this.clock.nowMs();
+  }
+
+  setTimer(delayMs: number, callback: () => void): Timer {
+    return this.clock.setTimer(delayMs, callback);
+  }
+
+  /** Proposes `command` (forwarded by followers), retrying refusals that are safe to retry, until the request timeout. */
+  async submit(command: LeaseCommand, signal: AbortSignal | undefined): Promise<LeaseResult> {
+    const deadlineMs = this.clock.nowMs() + this.requestTimeoutMs;
+    const bytes = encodeLeaseCommand(command);
+    // Bounded by the deadline; the request id makes every retry apply at most once.
+    for (let attempt = 0; ; attempt++) {
+      const remainingMs = deadlineMs - this.clock.nowMs();
+      if (this.stopped) throw new RaftLeaseError('Stopped', 'the lease node stopped');
+      if (remainingMs <= 0) throw new RaftLeaseError('Timeout', `no answer within ${this.requestTimeoutMs} ms; the request may still apply`);
+      try {
+        const applied = await this.raft.propose(bytes, { timeoutMs: remainingMs, ...(signal === undefined ? {} : { signal }) });
+        return applied.result;
+      } catch (error) {
+        const retriable = error instanceof RaftLeaseError && (error.code === 'ProposalDropped' || error.code === 'NotLeader' || error.code === 'OutcomeUnknown');
+        if (!retriable) throw error;
+        await new Promise<void>((resolve) => {
+          this.clock.setTimer(Math.min(remainingMs, 20 * (attempt + 1)), resolve);
+        });
+      }
+    }
+  }
+
+  requestId(): string {
+    return `${this.raft.instanceId}:${(this.nextRequest++).toString(36)}`;
+  }
+
+  private validate(key: string, owner: string, ttlMs: number): void {
+    const problem = invalidLeaseKey(key) ?? invalidLeaseOwner(owner) ?? invalidLeaseTtl(ttlMs);
+    if (problem !== null) throw new RaftLeaseError('InvalidArgument', problem);
+    if (this.validityMs(ttlMs) <= 0) {
+      throw new RaftLeaseError(
+        'InvalidArgument',
+        `ttlMs ${ttlMs} leaves no validity after the drift bound (${this.driftPpm} ppm) and the margin (${this.marginMs} ms); use more than ${Math.ceil((this.marginMs * 1_000_000) / (1_000_000 - 2 * this.driftPpm))} ms`,
+      );
+    }
+  }
+
+  private waitForRelease(key: string, maxWaitMs: number, signal: AbortSignal | undefined): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      const waiters = this.waiters.get(key) ?? new Set<() => void>();
+      this.waiters.set(key, waiters);
+      let timer: Timer | null = null;
+      const done = (): void => {
+        waiters.delete(wake);
+        if (waiters.size === 0) this.waiters.delete(key);
+        timer?.cancel();
+        signal?.removeEventListener('abort', onAbort);
+      };
+      const wake = (): void => {
+        done();
+        resolve();
+      };
+      const onAbort = (): void => {
+        done();
+        reject(signal?.reason instanceof Error ? signal.reason : new DOMException('the operation was aborted', 'AbortError'));
+      };
+      waiters.add(wake);
+      timer = this.clock.setTimer(maxWaitMs, wake);
+      if (signal !== undefined) {
+        if (signal.aborted) onAbort();
+        else signal.addEventListener('abort', onAbort, { once: true });
+      }
+    });
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // The lessor (leader only)
+
+  private onTableEvent(event: LeaseEvent): void {
+    if (event.type === 'Removed') {
+      this.countdowns.delete(event.lease.key);
+      for (const wake of [...(this.waiters.get(event.lease.key) ?? [])]) wake();
+      return;
+    }
+    if (this.leaderTerm === null) return;
+    if (event.type === 'Restored') {
+      this.restartCountdowns();
+      return;
+    }
+    // A grant or renewal applied on the leader: count a full TTL from now.
+    this.countdowns.set(event.lease.key, { fencingToken: event.lease.fencingToken, renewals: event.lease.renewals, deadlineMs: this.clock.nowMs() + event.lease.ttlMs, expiring: false });
+  }
+
+  /** A new leader restarts every countdown at full TTL: a leader change only ever lengthens a lease. */
+  private restartCountdowns(): void {
+    this.countdowns.clear();
+    const nowMs = this.clock.nowMs();
+    for (const lease of this.table.list()) {
+      this.countdowns.set(lease.key, { fencingToken: lease.fencingToken, renewals: lease.renewals, deadlineMs: nowMs + lease.ttlMs, expiring: false });
+    }
+  }
+
+  private scheduleCheck(): void {
+    if (this.stopped) return;
+    this.checkTimer = this.clock.setTimer(this.checkIntervalMs, () => {
+      this.checkCountdowns();
+      this.scheduleCheck();
+    });
+  }
+
+  private checkCountdowns(): void {
+    const status = this.raft.status();
+    if (status.role !== 'Leader') {
+      this.leaderTerm = null;
+      this.countdowns.clear();
+      return;
+    }
+    if (this.leaderTerm !== status.term) {
+      this.leaderTerm = status.term;
+      this.restartCountdowns();
+      return;
+    }
+    const nowMs = this.clock.nowMs();
+    for (const [key, countdown] of this.countdowns) {
+      if (countdown.expiring || countdown.deadlineMs > nowMs) continue;
+      countdown.expiring = true;
+      // One attempt, never retried through another node: only the leader that counted proposes.
+      const bytes = encodeLeaseCommand({ type: 'Expire', key, fencingToken: countdown.fencingToken, renewals: countdown.renewals });
+      this.raft.propose(bytes, { timeoutMs: this.requestTimeoutMs }).catch(() => {
+        // Not applied (leadership lost, timeout): try again at the next check while still leader.
+        countdown.expiring = false;
+      });
+    }
+  }
+}
+
+/** A lease held by this client. */
+class HeldLease implements Lease {
+  readonly key: string;
+  readonly owner: string;
+  readonly fencingToken: LogIndex;
+  ttlMs: number;
+  validUntil: number;
+  private readonly controller = new AbortController();
+  private expiryTimer: Timer | null = null;
+  private released = false;
+
+  constructor(
+    private readonly node: LeaseNode,
+    record: LeaseRecord,
+    sentAtMs: number,
+  ) {
+    this.key = record.key;
+    this.owner = record.owner;
+    this.fencingToken = record.fencingToken;
+    this.ttlMs = record.ttlMs;
+    this.validUntil = sentAtMs + node.validityMs(record.ttlMs);
+    this.armExpiry();
+  }
+
+  get signal(): AbortSignal {
+    return this.controller.signal;
+  }
+
+  remainingMs(): number {
+    return Math.max(0, this.validUntil - this.node.nowMs());
+  }
+
+  async renew(): Promise<void> {
+    if (this.controller.signal.aborted) throw new RaftLeaseError('LeaseLost', `the lease on '${this.key}' already ended`);
+    const sentAtMs = this.node.nowMs();
+    const result = await this.node.submit(
+      { type: 'Renew', key: this.key, owner: this.owner, fencingToken: this.fencingToken, ttlMs: this.ttlMs, requestId: this.node.requestId() },
+      undefined,
+    );
+    if (result.type !== 'Granted') {
+      this.lose(`the lease on '${this.key}' (token ${this.fencingToken}) is gone: ${result.type === 'NotHeld' ? result.reason : result.type}`);
+      throw new RaftLeaseError('LeaseLost', `the lease on '${this.key}' (token ${this.fencingToken}) was lost`);
+    }
+    // Validity restarts from when the renewal was sent, never later than the leader's new countdown.
+    this.validUntil = Math.max(this.validUntil, sentAtMs + this.node.validityMs(this.ttlMs));
+    this.armExpiry();
+  }
+
+  async release(): Promise<void> {
+    if (this.released) return;
+    this.released = true;
+    this.expiryTimer?.cancel();
+    if (!this.controller.signal.aborted) this.controller.abort(new RaftLeaseError('LeaseLost', `the lease on '${this.key}' was released`));
+    const result = await this.node.submit({ type: 'Release', key: this.key, owner: this.owner, fencingToken: this.fencingToken, requestId: this.node.requestId() }, undefined);
+    if (result.type !== 'Released' && result.type !== 'NotHeld') throw unexpected(result);
+  }
+
+  keepAlive(options: { readonly intervalMs: number }): () => void {
+    if (!Number.isFinite(options.intervalMs) || options.intervalMs <= 0) throw new RaftLeaseError('InvalidArgument', `intervalMs must be positive, got ${options.intervalMs}`);
+    let timer: Timer | null = null;
+    let active = true;
+    const next = (): void => {
+      if (!active || this.released || this.controller.signal.aborted) return;
+      timer = this.node.setTimer(options.intervalMs, () => {
+        // A failed renewal that did not lose the lease (a timeout, no leader) is retried at the next
+        // interval; the signal still fires at validUntil if none succeeds.
+        this.renew().then(next, next);
+      });
+    };
+    next();
+    return () => {
+      active = false;
+      timer?.cancel();
+    };
+  }
+
+  private armExpiry(): void {
+    this.expiryTimer?.cancel();
+    const delayMs = this.validUntil - this.node.nowMs();
+    if (delayMs <= 0) {
+      this.lose(`the lease on '${this.key}' ran out`);
+      return;
+    }
+    this.expiryTimer = this.node.setTimer(delayMs, () => {
+      if (this.node.nowMs() >= this.validUntil) this.lose(`the lease on '${this.key}' ran out`);
+      else this.armExpiry();
+    });
+  }
+
+  private lose(reason: string): void {
+    this.expiryTimer?.cancel();
+    if (!this.controller.signal.aborted) this.controller.abort(new RaftLeaseError('LeaseLost', reason));
+  }
+}
+
+function unexpected(result: LeaseResult): RaftLeaseError {
+  return new RaftLeaseError('InvalidArgument', `the lease table refused the request: ${result.type === 'Rejected' ? result.reason : result.type}`);
+}
+
+function resolveLeaseOptions(options: LeaseNodeOptions): Required<LeaseOptions> {
+  const lease = options.lease ?? {};
+  const resolved: Required<LeaseOptions> = {
+    maxClockDriftPpm: lease.maxClockDriftPpm ?? 200,
+    marginMs: lease.marginMs ?? 1_000,
+    expiryCheckIntervalMs: lease.expiryCheckIntervalMs ?? options.tickIntervalMs ?? 100,
+    defaultOwner: lease.defaultOwner ?? options.id,
+    requestTimeoutMs: lease.requestTimeoutMs ?? 5_000,
+  };
+  if (!Number.isSafeInteger(resolved.maxClockDriftPpm) || resolved.maxClockDriftPpm < 0 || resolved.maxClockDriftPpm >= 100_000) {
+    throw new ConfigError('lease.maxClockDriftPpm', `must be an integer in [0, 100000), got ${resolved.maxClockDriftPpm}`);
+  }
+  if (!Number.isFinite(resolved.marginMs) || resolved.marginMs < 0) throw new ConfigError('lease.marginMs', `must be a non-negative number, got ${resolved.marginMs}`);
+  if (!Number.isFinite(resolved.expiryCheckIntervalMs) || resolved.expiryCheckIntervalMs <= 0) {
+    throw new ConfigError('lease.expiryCheckIntervalMs', `must be a positive number, got ${resolved.expiryCheckIntervalMs}`);
+  }
+  if (invalidLeaseOwner(resolved.defaultOwner) !== null) throw new ConfigError('lease.defaultOwner', invalidLeaseOwner(resolved.defaultOwner) ?? '');
+  if (!Number.isFinite(resolved.requestTimeoutMs) || resolved.requestTimeoutMs <= 0) {
+    throw new ConfigError('lease.requestTimeoutMs', `must be a positive number, got ${resolved.requestTimeoutMs}`);
+  }
+  return resolved;
+}
