@@ -254,7 +254,7 @@ export class Raft {
   /** The newest snapshot this node has: sent to followers that need compacted entries. */
   private latestSnapshot: Snapshot | null;
   /** Follower only: the snapshot being received in chunks. */
-  private incomingSnapshot: { readonly leaderTerm: Term; readonly message: InstallSnapshot; readonly chunks: Uint8Array[]; receivedBytes: number } | null = null;
+  private incomingSnapshot: { readonly message: InstallSnapshot; readonly chunks: Uint8Array[]; receivedBytes: number } | null = null;
   /** A snapshot received from the leader, to be persisted and restored by the runtime. */
   private snapshotToInstall: Snapshot | null = null;
 
@@ -1230,11 +1230,15 @@ export class Raft {
     pr.recentActive = true;
     if (pr.state !== 'Snapshot' || transfer === null || transfer.snapshot.metadata.index !== response.snapshotIndex) return;
     transfer.stalled = false;
-    if (response.receivedBytes > transfer.ackedBytes) transfer.ackedBytes = Math.min(response.receivedBytes, transfer.snapshot.data.byteLength);
+    const received = Math.min(response.receivedBytes, transfer.snapshot.data.byteLength);
     if (response.gap) {
-      // A chunk was lost: resume from what the follower holds.
-      transfer.sentBytes = transfer.ackedBytes;
+      // A chunk was lost, or the follower restarted and lost what it had received: resume from what
+      // it holds now, even if that is less than it acknowledged before.
+      transfer.ackedBytes = received;
+      transfer.sentBytes = received;
       transfer.doneSent = false;
+    } else if (received > transfer.ackedBytes) {
+      transfer.ackedBytes = received;
     }
     this.sendSnapshotChunks(response.from, pr);
   }
@@ -1263,7 +1267,9 @@ export class Raft {
       }
       // A transfer larger than this node accepts is ignored; the leader keeps retrying (see docs).
       if (message.totalBytes > this.config.maxSnapshotBytes) return;
-      incoming = { leaderTerm: this.currentTerm, message, chunks: [], receivedBytes: 0 };
+      // Chunks are matched by snapshot index, term and size: snapshots at one index are byte-identical
+      // on every node (deterministic state machines), so a new leader's transfer may continue an old one.
+      incoming = { message, chunks: [], receivedBytes: 0 };
       this.incomingSnapshot = incoming;
     }
     invariant(incoming !== null, 'no incoming snapshot');
