@@ -73,9 +73,17 @@ const packr = new Packr({ useRecords: false, variableMapSize: true });
 const unpackr = new Unpackr({ useRecords: false, mapsAsObjects: false });
 const utf8 = new TextEncoder();
 const SNAPSHOT_VERSION = 1;
+/** A lone surrogate would not survive UTF-8 encoding: two different strings would arrive as one. */
+const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
+const RESULT_TYPES: ReadonlySet<string> = new Set(['Granted', 'Held', 'Released', 'NotHeld', 'Expired', 'ExpireIgnored', 'Rejected']);
 
-/** Encodes a command for the log. */
+/**
+ * Encodes a command for the log. Throws a `TypeError` for strings that are not well-formed Unicode:
+ * the encoding would replace their lone surrogates, so two different strings could arrive as one.
+ */
 export function encodeLeaseCommand(command: LeaseCommand): Uint8Array {
+  const strings = [command.key, ...(command.type === 'Expire' ? [] : [command.owner, command.requestId])];
+  if (strings.some((text) => LONE_SURROGATE.test(text))) throw new TypeError('lease command strings must be well-formed Unicode');
   switch (command.type) {
     case 'Acquire':
       return packr.pack(['A', command.key, command.owner, command.ttlMs, command.requestId]);
@@ -91,6 +99,7 @@ export function encodeLeaseCommand(command: LeaseCommand): Uint8Array {
 /** Why `key` is not an acceptable lease key, or null. */
 export function invalidLeaseKey(key: unknown): string | null {
   if (typeof key !== 'string' || key.length === 0) return 'the key must be a non-empty string';
+  if (LONE_SURROGATE.test(key)) return 'the key is not well-formed Unicode';
   if (utf8.encode(key).byteLength > MAX_LEASE_KEY_BYTES) return `the key is longer than ${MAX_LEASE_KEY_BYTES} UTF-8 bytes`;
   return null;
 }
@@ -98,6 +107,7 @@ export function invalidLeaseKey(key: unknown): string | null {
 /** Why `owner` is not an acceptable owner name, or null. */
 export function invalidLeaseOwner(owner: unknown): string | null {
   if (typeof owner !== 'string' || owner.length === 0) return 'the owner must be a non-empty string';
+  if (LONE_SURROGATE.test(owner)) return 'the owner is not well-formed Unicode';
   if (utf8.encode(owner).byteLength > MAX_LEASE_OWNER_BYTES) return `the owner is longer than ${MAX_LEASE_OWNER_BYTES} UTF-8 bytes`;
   return null;
 }
@@ -112,6 +122,7 @@ export function invalidLeaseTtl(ttlMs: unknown): string | null {
 
 function invalidRequestId(requestId: unknown): string | null {
   if (typeof requestId !== 'string' || requestId.length === 0) return 'the request id must be a non-empty string';
+  if (LONE_SURROGATE.test(requestId)) return 'the request id is not well-formed Unicode';
   if (utf8.encode(requestId).byteLength > MAX_REQUEST_ID_BYTES) return `the request id is longer than ${MAX_REQUEST_ID_BYTES} UTF-8 bytes`;
   return null;
 }
@@ -183,7 +194,8 @@ function invalidToken(token: unknown): string | null {
  *   owner re-acquires the same lease, or finds it held); a stale `Release` names a fencing token, so it
  *   cannot release a newer grant.
  * - **Bounds**: keys up to 1,024 bytes, owners up to 256, TTLs from 1 ms to one day, at most 100,000
- *   leases; anything else is rejected without changing the table.
+ *   leases, strings well-formed Unicode; anything else is rejected without changing the table (nor
+ *   the request memory).
  */
 export class LeaseStateMachine {
   private readonly leases = new Map<string, LeaseRecord>();
@@ -191,6 +203,8 @@ export class LeaseStateMachine {
   private readonly requests = new Map<string, LeaseResult>();
   private readonly maxRememberedRequests: number;
   private listener: ((event: LeaseEvent) => void) | null = null;
+  /** The change the command being applied made, announced once the command is fully applied. */
+  private pendingEvent: LeaseEvent | null = null;
 
   constructor(options: { readonly maxRememberedRequests?: number } = {}) {
     this.maxRememberedRequests = options.maxRememberedRequests ?? DEFAULT_MAX_REMEMBERED_REQUESTS;
@@ -223,15 +237,28 @@ export class LeaseStateMachine {
   apply(command: Uint8Array, index: LogIndex): LeaseResult {
     const decoded = decodeLeaseCommand(command);
     if (typeof decoded === 'string') return { type: 'Rejected', reason: decoded };
-    if (decoded.type === 'Expire') return this.expire(decoded.key, decoded.fencingToken, decoded.renewals);
-    const earlier = this.requests.get(decoded.requestId);
-    if (earlier !== undefined) return earlier;
+    this.pendingEvent = null;
     let result: LeaseResult;
-    if (decoded.type === 'Acquire') result = this.acquire(decoded, index);
-    else if (decoded.type === 'Renew') result = this.renew(decoded);
-    else result = this.release(decoded);
-    this.remember(decoded.requestId, result);
+    if (decoded.type === 'Expire') {
+      result = this.expire(decoded.key, decoded.fencingToken, decoded.renewals);
+    } else {
+      const earlier = this.requests.get(decoded.requestId);
+      if (earlier !== undefined) return earlier;
+      if (decoded.type === 'Acquire') result = this.acquire(decoded, index);
+      else if (decoded.type === 'Renew') result = this.renew(decoded);
+      else result = this.release(decoded);
+      // A rejection changed nothing, so a retry may try again (the table may have room by then).
+      if (result.type !== 'Rejected') this.remember(decoded.requestId, result);
+    }
+    const event = this.takePendingEvent();
+    if (event !== null) this.listener?.(event);
     return result;
+  }
+
+  private takePendingEvent(): LeaseEvent | null {
+    const event = this.pendingEvent;
+    this.pendingEvent = null;
+    return event;
   }
 
   private acquire(command: Extract<LeaseCommand, { type: 'Acquire' }>, index: LogIndex): LeaseResult {
@@ -247,7 +274,7 @@ export class LeaseStateMachine {
     };
     this.leases.set(command.key, lease);
     const renewed = current !== undefined;
-    this.listener?.({ type: 'Granted', lease, renewed });
+    this.pendingEvent = { type: 'Granted', lease, renewed };
     return { type: 'Granted', lease, renewed };
   }
 
@@ -258,7 +285,7 @@ export class LeaseStateMachine {
     if (current.fencingToken !== command.fencingToken) return { type: 'NotHeld', key: command.key, reason: 'TokenMismatch' };
     const lease: LeaseRecord = { ...current, ttlMs: command.ttlMs, renewals: current.renewals + 1 };
     this.leases.set(command.key, lease);
-    this.listener?.({ type: 'Granted', lease, renewed: true });
+    this.pendingEvent = { type: 'Granted', lease, renewed: true };
     return { type: 'Granted', lease, renewed: true };
   }
 
@@ -268,7 +295,7 @@ export class LeaseStateMachine {
     if (current.owner !== command.owner) return { type: 'NotHeld', key: command.key, reason: 'OtherHolder' };
     if (current.fencingToken !== command.fencingToken) return { type: 'NotHeld', key: command.key, reason: 'TokenMismatch' };
     this.leases.delete(command.key);
-    this.listener?.({ type: 'Removed', lease: current, why: 'Released' });
+    this.pendingEvent = { type: 'Removed', lease: current, why: 'Released' };
     return { type: 'Released', lease: current };
   }
 
@@ -276,7 +303,7 @@ export class LeaseStateMachine {
     const current = this.leases.get(key);
     if (current?.fencingToken !== fencingToken || current.renewals !== renewals) return { type: 'ExpireIgnored', key };
     this.leases.delete(key);
-    this.listener?.({ type: 'Removed', lease: current, why: 'Expired' });
+    this.pendingEvent = { type: 'Removed', lease: current, why: 'Expired' };
     return { type: 'Expired', lease: current };
   }
 
@@ -298,7 +325,12 @@ export class LeaseStateMachine {
 
   /** Replaces the whole state with a snapshot's. Throws a `TypeError` on bytes that are not a lease snapshot. */
   restore(data: Uint8Array): void {
-    const value: unknown = unpackr.unpack(data);
+    let value: unknown;
+    try {
+      value = unpackr.unpack(data);
+    } catch (error) {
+      throw new TypeError('a lease table snapshot must be msgpack', { cause: error });
+    }
     if (!Array.isArray(value) || value.length !== 3 || value[0] !== SNAPSHOT_VERSION) throw new TypeError('not a lease table snapshot of this version');
     const [, leases, requests] = value as [unknown, unknown, unknown];
     if (!Array.isArray(leases) || !Array.isArray(requests)) throw new TypeError('malformed lease table snapshot');
@@ -316,7 +348,15 @@ export class LeaseStateMachine {
       if (!Array.isArray(row) || row.length !== 2 || invalidRequestId(row[0]) !== null || typeof row[1] !== 'object' || row[1] === null) {
         throw new TypeError('malformed request in snapshot');
       }
-      restoredRequests.set(row[0] as string, toPlainResult(row[1]));
+      const result = toPlainResult(row[1]);
+      if (!RESULT_TYPES.has((result as { type?: unknown }).type as string)) throw new TypeError('malformed request result in snapshot');
+      restoredRequests.set(row[0] as string, result);
+    }
+    // Keep this node's bound even if the snapshot came from a node configured with a larger one.
+    while (restoredRequests.size > this.maxRememberedRequests) {
+      const oldest = restoredRequests.keys().next();
+      if (oldest.done === true) break;
+      restoredRequests.delete(oldest.value);
     }
     this.leases.clear();
     for (const [key, lease] of restoredLeases) this.leases.set(key, lease);
