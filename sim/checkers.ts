@@ -22,6 +22,8 @@ export type PropertyName =
   | 'DurableBeforeSend'
   | 'OneVotePerTerm'
   | 'MembershipChangeSafety'
+  | 'LeaseExclusion'
+  | 'Fencing'
   | 'Liveness'
   | 'Linearizability'
   | 'NodeFailure';

@@ -32,10 +32,10 @@ export class UsageError extends Error {
 }
 
 export const SIM_USAGE = `usage:
-  raftlease sim run --seed N [--nodes 3|5|7] [--workload kv|membership|none] [--duration MS] [--steps N]
+  raftlease sim run --seed N [--nodes 3|5|7] [--workload kv|membership|lock|none] [--duration MS] [--steps N]
                     [--drift-beyond-bound] [--lease-reads] [--json] [--history FILE] [--trace FILE]
-  raftlease sim sweep --seeds A..B [--nodes 3|5|7] [--workload kv|membership|none] [--duration MS] [--json]
-  raftlease sim replay --seed N --trace FILE [--nodes 3|5|7] [--workload kv|membership|none] [--duration MS]
+  raftlease sim sweep --seeds A..B [--nodes 3|5|7] [--workload kv|membership|lock|none] [--duration MS] [--json]
+  raftlease sim replay --seed N --trace FILE [--nodes 3|5|7] [--workload kv|membership|lock|none] [--duration MS]
 
   --duration MS   simulated milliseconds of the fault phase (default 10000); a liveness phase of up
                   to 10000 ms follows
@@ -122,7 +122,7 @@ function commonOptions(values: ParsedValues): Omit<SimulationOptions, 'seed'> {
   const nodeCount = integerOption('nodes', values.nodes, 1, 9);
   if (nodeCount !== undefined && ![3, 5, 7].includes(nodeCount)) throw new UsageError(`--nodes must be 3, 5 or 7, got ${nodeCount}`);
   const workload = values.workload;
-  if (workload !== undefined && workload !== 'kv' && workload !== 'membership' && workload !== 'none') throw new UsageError(`--workload must be kv, membership or none, got '${workload}'`);
+  if (workload !== undefined && workload !== 'kv' && workload !== 'membership' && workload !== 'lock' && workload !== 'none') throw new UsageError(`--workload must be kv, membership, lock or none, got '${workload}'`);
   const faultPhaseMs = integerOption('duration', values.duration, 100, 86_400_000);
   const maxSteps = integerOption('steps', values.steps, 1, 1_000_000_000);
   return {

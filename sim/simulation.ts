@@ -8,7 +8,9 @@
 import { createHash } from 'node:crypto';
 import { pino } from 'pino';
 import { SeededPrng, nodeId, randomIntBelow, type Prng, type RaftOptions } from '../src/raft/index.js';
+import { LeaseNode } from '../src/lease/index.js';
 import { RaftNode, type SnapshotPolicy, type StateMachine } from '../src/runtime/index.js';
+import { DEFAULT_LOCK_WORKLOAD, LockWorkload, type LockWorkloadOptions } from './lock.js';
 import { SafetyChecker, ViolationError, type Violation } from './checkers.js';
 import { enabledFaults, swarmFaults, type FaultConfig } from './faults.js';
 import { DEFAULT_KV_WORKLOAD, KvStateMachine, KvWorkload, encodeKvCommand, type KvResult, type KvWorkloadOptions } from './kv.js';
@@ -61,6 +63,13 @@ export interface SimulationOptions {
   readonly raft?: Partial<RaftOptions>;
   /** Shape of the kv workload. */
   readonly kv?: Partial<KvWorkloadOptions>;
+  /** Shape of the lock workload. */
+  readonly lock?: Partial<LockWorkloadOptions>;
+  /**
+   * Lock workload: run a deliberately broken lessor that counts only half of each TTL (proves the
+   * exclusion checker has teeth). @internal
+   */
+  readonly testOnlyLessorExpiresEarly?: boolean;
   /** Bound on the linearizability search per key. Default 2,000,000 steps. */
   readonly linearizabilityMaxSteps?: number;
   /**
@@ -76,7 +85,10 @@ export interface SimulationOptions {
 }
 
 /** The workloads a simulation can run. */
-export type SimulationWorkload = 'kv' | 'membership' | 'none';
+export type SimulationWorkload = 'kv' | 'membership' | 'lock' | 'none';
+
+/** Margin of the lock workload's holders (ms); runs that promise exclusion keep pauses within it. */
+export const LOCK_MARGIN_MS = 500;
 
 /** Voters a `membership` run starts with; the other nodes start empty and wait to be added. */
 const MEMBERSHIP_INITIAL_VOTERS = 3;
@@ -114,6 +126,14 @@ export interface SimulationResult {
   readonly history: readonly HistoryEvent[];
   /** `ok`, `unknown` (search bound reached) or `violated`. */
   readonly linearizability: 'ok' | 'unknown' | 'violated' | 'skipped';
+  /**
+   * Lock workload: `checked` when the run kept drift within ρ and no clock jumped, so lease exclusion
+   * was required (except for holders paused longer than their margin); `not-promised` otherwise
+   * (fencing is checked either way); `skipped` for other workloads.
+   */
+  readonly leaseExclusion: 'checked' | 'not-promised' | 'skipped';
+  /** Lock workload counters (attempts, grants, held, renewals, releases, lost), or null. */
+  readonly lockStats: LockWorkload['stats'] | null;
   readonly trace: readonly string[] | null;
   /** SHA-256 (hex) of the trace as `sim run --trace` writes it (one line per event), when tracing. */
   readonly traceHash: string | null;
@@ -159,6 +179,10 @@ export class Simulation {
   /** The kv state machine of each node's current incarnation (kv workload only). */
   private readonly kvMachines: (KvStateMachine | null)[];
   private readonly workload: KvWorkload | null;
+  private readonly lockWorkload: LockWorkload | null;
+  private readonly leaseNodes: (LeaseNode | null)[];
+  /** Every process pause so far (the lock checker excuses holders paused beyond their margin). */
+  private readonly pauses: { readonly node: number; readonly fromNs: number; readonly untilNs: number }[] = [];
   private readonly nodeCount: number;
   private readonly faults: FaultConfig;
   private readonly maxDriftPpm: number;
@@ -182,7 +206,11 @@ export class Simulation {
     const prng = new SeededPrng(options.seed);
     const maxDriftPpm = options.maxDriftPpm ?? 200;
     const drawnFaults = options.faults ?? swarmFaults(prng, { maxDriftPpm: options.driftBeyondBound === true ? maxDriftPpm * 10 : maxDriftPpm });
-    this.faults = options.leaseReads === true ? { ...drawnFaults, clockJumpEveryMs: 0 } : drawnFaults;
+    let faults = options.leaseReads === true ? { ...drawnFaults, clockJumpEveryMs: 0 } : drawnFaults;
+    // The lock workload keeps most pauses within the holders' margin, so that exclusion is checked
+    // often; a holder paused longer in total is excused (fencing covers that case).
+    if (options.workload === 'lock' && options.faults === undefined && options.driftBeyondBound !== true) faults = { ...faults, pauseMaxMs: Math.min(faults.pauseMaxMs, LOCK_MARGIN_MS) };
+    this.faults = faults;
     const snapshotSettings = seededSnapshotSettings(prng);
     this.snapshotPolicy = options.snapshots ?? snapshotSettings.policy;
     this.raftOptions = {
@@ -195,6 +223,7 @@ export class Simulation {
     const ids = Array.from({ length: this.nodeCount }, (_, index) => `n${index + 1}`);
     this.world = new World(prng, this.faults, ids, options.encodeMessages ?? true, options.trace ?? false);
     this.rafts = ids.map(() => null);
+    this.leaseNodes = ids.map(() => null);
     this.kvMachines = ids.map(() => null);
     this.world.onSend = (slot, message) => {
       this.checker.onSend(slot.id, message, slot.disk.hardState, slot.disk.lastIndex());
@@ -203,8 +232,23 @@ export class Simulation {
     this.healAtNs = (options.faultPhaseMs ?? 10_000) * NS_PER_MS;
     this.livenessBoundNs = (options.livenessBoundMs ?? 10_000) * NS_PER_MS;
     this.maxSteps = options.maxSteps ?? 20_000_000;
+    this.lockWorkload =
+      this.workloadKind === 'lock'
+        ? new LockWorkload(
+            {
+              nowNs: () => this.world.nowNs,
+              between: (min, max) => this.world.between(min, max),
+              schedule: (delayNs, label, node, run) => {
+                this.world.schedule(delayNs, label, node, run);
+              },
+              node: (index) => this.leaseNodes[index] ?? null,
+              nodeCount: () => this.nodeCount,
+            },
+            { ...DEFAULT_LOCK_WORKLOAD, ...options.lock },
+          )
+        : null;
     this.workload =
-      this.workloadKind !== 'none'
+      this.workloadKind !== 'none' && this.workloadKind !== 'lock'
         ? new KvWorkload(
             {
               nowNs: () => this.world.nowNs,
@@ -252,6 +296,7 @@ export class Simulation {
     for (let index = 0; index < this.nodeCount; index++) this.startNode(index);
     this.scheduleFaults();
     if (this.workloadKind === 'membership') this.scheduleMembershipChanges();
+    this.lockWorkload?.start();
     this.workload?.start();
   }
 
@@ -284,6 +329,13 @@ export class Simulation {
     }
     this.workload?.stop();
     this.workload?.finish();
+    this.lockWorkload?.stop();
+    this.lockWorkload?.finish();
+    const exclusionPromised = this.faults.driftMaxPpm <= this.maxDriftPpm && this.faults.clockJumpEveryMs === 0;
+    if (this.lockWorkload !== null && this.violation === null) {
+      const verdict = this.lockWorkload.verdict(exclusionPromised, LOCK_MARGIN_MS, (node, fromNs, toNs) => this.pausedMsDuring(node, fromNs, toNs));
+      if (verdict !== null) this.violation = { property: verdict.property, message: verdict.message, nodes: [], step: world.steps, timeNs: world.nowNs };
+    }
     const history = this.workload?.history ?? [];
     let linearizability: SimulationResult['linearizability'] = 'skipped';
     if (this.workload !== null && this.violation === null) {
@@ -310,6 +362,8 @@ export class Simulation {
       committedEntries: this.checker.committedCount(),
       history,
       linearizability,
+      leaseExclusion: this.lockWorkload === null ? 'skipped' : exclusionPromised ? 'checked' : 'not-promised',
+      lockStats: this.lockWorkload?.stats ?? null,
       trace,
       traceHash: trace === null ? null : createHash('sha256').update(`${trace.join('\n')}\n`).digest('hex'),
       stats: world.stats,
@@ -459,19 +513,17 @@ export class Simulation {
     }
     // A membership run founds the cluster with the first voters; the others join when added.
     const voters = this.workloadKind === 'membership' ? world.nodes.slice(0, MEMBERSHIP_INITIAL_VOTERS).map((node) => node.id) : world.nodes.map((node) => node.id);
-    RaftNode.start<unknown>({
+    const common = {
       id: slot.id,
       voters: index < voters.length || this.workloadKind !== 'membership' ? voters : [],
       transport: world.transportFor(index),
       storage: world.storageFor(index),
       clock: world.clockFor(index),
-      stateMachine,
-      snapshots: takeSnapshot === undefined ? false : this.snapshotPolicy,
       tickIntervalMs: this.tickIntervalMs,
       seed: this.options.seed * 31 + index * 7 + incarnation * 1_000_003,
       raft: this.raftOptions,
       logger: pino({ level: 'silent' }),
-      onFatalError: (error) => {
+      onFatalError: (error: Error) => {
         // A checker that fires inside the node's own call stack (a message being sent) surfaces here.
         if (error instanceof ViolationError) {
           this.violation ??= error.violation;
@@ -479,16 +531,40 @@ export class Simulation {
         }
         this.violation ??= { property: 'NodeFailure', message: `${slot.id} stopped: ${error.message}`, nodes: [slot.id], step: world.steps, timeNs: world.nowNs };
       },
-    }).then(
-      (node) => {
+    };
+    const failedToStart = (error: unknown): void => {
+      this.violation ??= { property: 'NodeFailure', message: `${slot.id} failed to start: ${String(error)}`, nodes: [slot.id], step: world.steps, timeNs: world.nowNs };
+    };
+    if (this.workloadKind === 'lock') {
+      // The production lease node, with the simulator watching what its lease table applies.
+      LeaseNode.start({
+        ...common,
+        snapshots: this.snapshotPolicy,
+        lease: { maxClockDriftPpm: this.maxDriftPpm, marginMs: LOCK_MARGIN_MS, requestTimeoutMs: 2_000, testOnlyExpireEarly: this.options.testOnlyLessorExpiresEarly === true },
+        wrapStateMachine: (table) => ({
+          apply: (command, logIndexValue) => {
+            this.checker.onApply(slot.id, incarnation, logIndexValue, command);
+            return table.apply(command, logIndexValue);
+          },
+          snapshot: () => table.snapshot(),
+          restore: (data, metadata) => {
+            world.record(() => `restore ${slot.id} snapshot=${metadata.index}`);
+            this.checker.onRestore(slot.id, incarnation, metadata.index);
+            table.restore(data);
+          },
+        }),
+      }).then((node) => {
         if (slot.incarnation !== incarnation) return;
-        this.rafts[index] = node;
-        this.kvMachines[index] = kvMachine;
-      },
-      (error: unknown) => {
-        this.violation ??= { property: 'NodeFailure', message: `${slot.id} failed to start: ${String(error)}`, nodes: [slot.id], step: world.steps, timeNs: world.nowNs };
-      },
-    );
+        this.rafts[index] = node.raft as RaftNode;
+        this.leaseNodes[index] = node;
+      }, failedToStart);
+      return;
+    }
+    RaftNode.start<unknown>({ ...common, stateMachine, snapshots: takeSnapshot === undefined ? false : this.snapshotPolicy }).then((node) => {
+      if (slot.incarnation !== incarnation) return;
+      this.rafts[index] = node;
+      this.kvMachines[index] = kvMachine;
+    }, failedToStart);
   }
 
   /** Restarts a crashed node from what its disk kept. */
@@ -510,6 +586,7 @@ export class Simulation {
     slot.pausedUntilNs = 0;
     this.rafts[index] = null;
     this.kvMachines[index] = null;
+    this.leaseNodes[index] = null;
     // The write in progress may be torn: a prefix of its entries reached the disk, or all of it did
     // and only the acknowledgement was lost. A snapshot write (taken here or installed from the
     // leader) may stop after the snapshot itself is durable but before the log was compacted or
@@ -546,6 +623,7 @@ export class Simulation {
     slot.disk.lastCompletionNs = 0;
     world.record(() => `crash ${slot.id} torn=${torn}`);
     this.workload?.onCrash(index);
+    this.lockWorkload?.onCrash(index);
   }
 
   // ---------------------------------------------------------------------------------------------
@@ -588,12 +666,23 @@ export class Simulation {
     leader.transferLeadership(targetId).catch(() => undefined);
   }
 
+  /** Milliseconds node `index`'s process spent paused between true times `fromNs` and `toNs`. */
+  private pausedMsDuring(index: number, fromNs: number, toNs: number): number {
+    let pausedNs = 0;
+    for (const pause of this.pauses) {
+      if (pause.node !== index) continue;
+      pausedNs += Math.max(0, Math.min(toNs, pause.untilNs) - Math.max(fromNs, pause.fromNs));
+    }
+    return pausedNs / NS_PER_MS;
+  }
+
   /** Stops node `index`'s process for `ms` of true time (everyone else goes on). */
   pause(index: number, ms: number): void {
     const slot = this.world.node(index);
     if (!slot.alive || slot.pausedUntilNs > this.world.nowNs) return;
     this.world.stats.pauses++;
     slot.pausedUntilNs = this.world.nowNs + Math.max(1, Math.round(ms * NS_PER_MS));
+    this.pauses.push({ node: index, fromNs: this.world.nowNs, untilNs: slot.pausedUntilNs });
     this.world.record(() => `pause ${slot.id} until=${slot.pausedUntilNs}`);
   }
 

@@ -12,7 +12,7 @@
  * @module
  */
 import { ConfigError, RaftLeaseError, type LogIndex } from '../raft/index.js';
-import { RaftNode, type Clock, type RaftNodeOptions, type Timer } from '../runtime/index.js';
+import { RaftNode, type Clock, type RaftNodeOptions, type StateMachine, type Timer } from '../runtime/index.js';
 import {
   LeaseStateMachine,
   encodeLeaseCommand,
@@ -37,10 +37,25 @@ export interface LeaseOptions {
   readonly defaultOwner?: string;
   /** How long one lock operation may take, retries included. Default 5,000 ms. */
   readonly requestTimeoutMs?: number;
+  /**
+   * A deliberately broken lessor that counts only half of each TTL, for proving that the simulator's
+   * exclusion checker catches it. Never set it otherwise.
+   *
+   * @internal
+   */
+  readonly testOnlyExpireEarly?: boolean;
 }
 
 /** Options of a {@link LeaseNode}: those of a `RaftNode` (without the state machine) plus {@link LeaseOptions}. */
-export type LeaseNodeOptions = Omit<RaftNodeOptions<LeaseResult>, 'stateMachine'> & { readonly lease?: LeaseOptions };
+export type LeaseNodeOptions = Omit<RaftNodeOptions<LeaseResult>, 'stateMachine'> & {
+  readonly lease?: LeaseOptions;
+  /**
+   * Wraps the lease table before the Raft node applies to it (the simulator observes applies).
+   *
+   * @internal
+   */
+  readonly wrapStateMachine?: (table: LeaseStateMachine) => StateMachine<LeaseResult>;
+};
 
 /** A lease this client holds. */
 export interface Lease {
@@ -111,6 +126,8 @@ export class LeaseNode implements DistributedLock {
   private readonly checkIntervalMs: number;
   private readonly defaultOwner: string;
   private readonly requestTimeoutMs: number;
+  /** Share of the TTL the lessor counts: 1, or ½ for the test-only broken lessor. */
+  private readonly countedShare: number;
   private nextRequest = 0;
   private stopped = false;
   private checkTimer: Timer | null = null;
@@ -129,13 +146,15 @@ export class LeaseNode implements DistributedLock {
     this.checkIntervalMs = lease.expiryCheckIntervalMs;
     this.defaultOwner = lease.defaultOwner;
     this.requestTimeoutMs = lease.requestTimeoutMs;
+    this.countedShare = lease.testOnlyExpireEarly ? 0.5 : 1;
   }
 
   /** Starts the Raft node with the lease table as its state machine, and the lessor. */
   static async start(options: LeaseNodeOptions): Promise<LeaseNode> {
     const lease = resolveLeaseOptions(options);
     const table = new LeaseStateMachine();
-    const raft = await RaftNode.start<LeaseResult>({ ...options, stateMachine: table });
+    const { wrapStateMachine } = options;
+    const raft = await RaftNode.start<LeaseResult>({ ...options, stateMachine: wrapStateMachine === undefined ? table : wrapStateMachine(table) });
     const node = new LeaseNode(raft, table, options, lease);
     table.onEvent((event) => {
       node.onTableEvent(event);
@@ -164,10 +183,15 @@ export class LeaseNode implements DistributedLock {
     const owner = options.owner ?? this.defaultOwner;
     this.validate(key, owner, options.ttlMs);
     const sentAtMs = this.clock.nowMs();
-    const result = await this.submit({ type: 'Acquire', key, owner, ttlMs: options.ttlMs, requestId: this.requestId() }, options.signal);
-    if (result.type === 'Held') return { acquired: false, holder: result.lease.owner };
-    if (result.type !== 'Granted') throw unexpected(result);
-    return { acquired: true, lease: new HeldLease(this, result.lease, sentAtMs) };
+    // Bounded: a mismatched answer (a request id an earlier incarnation used) is retried once with a new id.
+    for (let attempt = 0; ; attempt++) {
+      const result = await this.submit({ type: 'Acquire', key, owner, ttlMs: options.ttlMs, requestId: this.requestId() }, options.signal);
+      const matches = (result.type === 'Granted' && result.lease.owner === owner && result.lease.key === key) || (result.type === 'Held' && result.lease.key === key);
+      if (!matches && attempt === 0 && (result.type === 'Granted' || result.type === 'Held')) continue;
+      if (result.type === 'Held') return { acquired: false, holder: result.lease.owner };
+      if (result.type !== 'Granted' || !matches) throw unexpected(result);
+      return { acquired: true, lease: new HeldLease(this, result.lease, sentAtMs) };
+    }
   }
 
   async acquire(key: string, options: AcquireOptions & { readonly timeoutMs?: number }): Promise<Lease> {
@@ -178,10 +202,12 @@ export class LeaseNode implements DistributedLock {
       const result = await this.tryAcquire(key, options);
       if (result.acquired) return result.lease;
       const remainingMs = deadlineMs - this.clock.nowMs();
-      if (remainingMs <= 0) throw new RaftLeaseError('Timeout', `the lock on '${key}' is still held by ${result.holder} after ${timeoutMs} ms`);
+      if (remainingMs < 1) throw new RaftLeaseError('Timeout', `the lock on '${key}' is still held by ${result.holder} after ${timeoutMs} ms`);
+      // The release may have been applied here between the answer and now: then try again at once.
+      if (this.table.get(key)?.owner !== result.holder) continue;
       // Wait until this node applies the lease's removal; the fallback timer covers a removal this
       // node has not applied yet when the holder's TTL is long.
-      await this.waitForRelease(key, Math.min(remainingMs, Math.max(this.checkIntervalMs, options.ttlMs / 4)), options.signal);
+      await this.waitForRelease(key, Math.max(1, Math.min(remainingMs, Math.max(this.checkIntervalMs, options.ttlMs / 4))), options.signal);
     }
   }
 
@@ -220,7 +246,8 @@ export class LeaseNode implements DistributedLock {
     for (let attempt = 0; ; attempt++) {
       const remainingMs = deadlineMs - this.clock.nowMs();
       if (this.stopped) throw new RaftLeaseError('Stopped', 'the lease node stopped');
-      if (remainingMs <= 0) throw new RaftLeaseError('Timeout', `no answer within ${this.requestTimeoutMs} ms; the request may still apply`);
+      // Below a millisecond a retry could not wait at all: time would not move between attempts.
+      if (remainingMs < 1) throw new RaftLeaseError('Timeout', `no answer within ${this.requestTimeoutMs} ms; the request may still apply`);
       try {
         const applied = await this.raft.propose(bytes, { timeoutMs: remainingMs, ...(signal === undefined ? {} : { signal }) });
         return applied.result;
@@ -228,7 +255,7 @@ export class LeaseNode implements DistributedLock {
         const retriable = error instanceof RaftLeaseError && (error.code === 'ProposalDropped' || error.code === 'NotLeader' || error.code === 'OutcomeUnknown');
         if (!retriable) throw error;
         await new Promise<void>((resolve) => {
-          this.clock.setTimer(Math.min(remainingMs, 20 * (attempt + 1)), resolve);
+          this.clock.setTimer(Math.max(1, Math.min(remainingMs, 20 * (attempt + 1))), resolve);
         });
       }
     }
@@ -244,9 +271,17 @@ export class LeaseNode implements DistributedLock {
     if (this.validityMs(ttlMs) <= 0) {
       throw new RaftLeaseError(
         'InvalidArgument',
-        `ttlMs ${ttlMs} leaves no validity after the drift bound (${this.driftPpm} ppm) and the margin (${this.marginMs} ms); use more than ${Math.ceil((this.marginMs * 1_000_000) / (1_000_000 - 2 * this.driftPpm))} ms`,
+        `ttlMs ${ttlMs} leaves no validity after the drift bound (${this.driftPpm} ppm) and the margin (${this.marginMs} ms); use at least ${this.minimumTtlMs()} ms`,
       );
     }
+  }
+
+  /** The shortest TTL that leaves the holder some validity. */
+  private minimumTtlMs(): number {
+    let ttlMs = Math.max(1, Math.ceil(((this.marginMs + 1) * 1_000_000) / (1_000_000 - 2 * this.driftPpm)));
+    // Bounded: the estimate is off by at most a couple of milliseconds from rounding.
+    for (let step = 0; step < 10 && this.validityMs(ttlMs) <= 0; step++) ttlMs++;
+    return ttlMs;
   }
 
   private waitForRelease(key: string, maxWaitMs: number, signal: AbortSignal | undefined): Promise<void> {
@@ -292,7 +327,12 @@ export class LeaseNode implements DistributedLock {
       return;
     }
     // A grant or renewal applied on the leader: count a full TTL from now.
-    this.countdowns.set(event.lease.key, { fencingToken: event.lease.fencingToken, renewals: event.lease.renewals, deadlineMs: this.clock.nowMs() + event.lease.ttlMs, expiring: false });
+    this.countdowns.set(event.lease.key, {
+      fencingToken: event.lease.fencingToken,
+      renewals: event.lease.renewals,
+      deadlineMs: this.clock.nowMs() + event.lease.ttlMs * this.countedShare,
+      expiring: false,
+    });
   }
 
   /** A new leader restarts every countdown at full TTL: a leader change only ever lengthens a lease. */
@@ -300,7 +340,7 @@ export class LeaseNode implements DistributedLock {
     this.countdowns.clear();
     const nowMs = this.clock.nowMs();
     for (const lease of this.table.list()) {
-      this.countdowns.set(lease.key, { fencingToken: lease.fencingToken, renewals: lease.renewals, deadlineMs: nowMs + lease.ttlMs, expiring: false });
+      this.countdowns.set(lease.key, { fencingToken: lease.fencingToken, renewals: lease.renewals, deadlineMs: nowMs + lease.ttlMs * this.countedShare, expiring: false });
     }
   }
 
@@ -345,6 +385,8 @@ class HeldLease implements Lease {
   readonly fencingToken: LogIndex;
   ttlMs: number;
   validUntil: number;
+  /** The lease's renewal count as of this object's latest grant or renewal. */
+  private renewals: number;
   private readonly controller = new AbortController();
   private expiryTimer: Timer | null = null;
   private released = false;
@@ -358,6 +400,7 @@ class HeldLease implements Lease {
     this.owner = record.owner;
     this.fencingToken = record.fencingToken;
     this.ttlMs = record.ttlMs;
+    this.renewals = record.renewals;
     this.validUntil = sentAtMs + node.validityMs(record.ttlMs);
     this.armExpiry();
   }
@@ -381,6 +424,10 @@ class HeldLease implements Lease {
       this.lose(`the lease on '${this.key}' (token ${this.fencingToken}) is gone: ${result.type === 'NotHeld' ? result.reason : result.type}`);
       throw new RaftLeaseError('LeaseLost', `the lease on '${this.key}' (token ${this.fencingToken}) was lost`);
     }
+    // The lease ran out on this side while the renewal was in flight: the holder already gave it up
+    // (its signal aborted), so the renewal cannot revive it; release it to free the key early.
+    this.renewals = Math.max(this.renewals, result.lease.renewals);
+    if (this.isAborted()) throw new RaftLeaseError('LeaseLost', `the lease on '${this.key}' ran out before its renewal was confirmed; release it`);
     // Validity restarts from when the renewal was sent, never later than the leader's new countdown.
     this.validUntil = Math.max(this.validUntil, sentAtMs + this.node.validityMs(this.ttlMs));
     this.armExpiry();
@@ -391,7 +438,11 @@ class HeldLease implements Lease {
     this.released = true;
     this.expiryTimer?.cancel();
     if (!this.controller.signal.aborted) this.controller.abort(new RaftLeaseError('LeaseLost', `the lease on '${this.key}' was released`));
-    const result = await this.node.submit({ type: 'Release', key: this.key, owner: this.owner, fencingToken: this.fencingToken, requestId: this.node.requestId() }, undefined);
+    // Names the renewal count this object knows, so it never ends a newer re-acquire by the same owner.
+    const result = await this.node.submit(
+      { type: 'Release', key: this.key, owner: this.owner, fencingToken: this.fencingToken, requestId: this.node.requestId(), renewals: this.renewals },
+      undefined,
+    );
     if (result.type !== 'Released' && result.type !== 'NotHeld') throw unexpected(result);
   }
 
@@ -414,6 +465,11 @@ class HeldLease implements Lease {
     };
   }
 
+  /** Read through a call so that a check after an await is not narrowed away. */
+  private isAborted(): boolean {
+    return this.controller.signal.aborted;
+  }
+
   private armExpiry(): void {
     this.expiryTimer?.cancel();
     const delayMs = this.validUntil - this.node.nowMs();
@@ -421,9 +477,11 @@ class HeldLease implements Lease {
       this.lose(`the lease on '${this.key}' ran out`);
       return;
     }
+    const armedFor = this.validUntil;
+    // The timer was armed for this validity: when it fires the lease ran out, unless a renewal moved
+    // validUntil meanwhile (comparing clock readings instead could spin on sub-millisecond rounding).
     this.expiryTimer = this.node.setTimer(delayMs, () => {
-      if (this.node.nowMs() >= this.validUntil) this.lose(`the lease on '${this.key}' ran out`);
-      else this.armExpiry();
+      if (this.validUntil === armedFor) this.lose(`the lease on '${this.key}' ran out`);
     });
   }
 
@@ -445,6 +503,7 @@ function resolveLeaseOptions(options: LeaseNodeOptions): Required<LeaseOptions> 
     expiryCheckIntervalMs: lease.expiryCheckIntervalMs ?? options.tickIntervalMs ?? 100,
     defaultOwner: lease.defaultOwner ?? options.id,
     requestTimeoutMs: lease.requestTimeoutMs ?? 5_000,
+    testOnlyExpireEarly: lease.testOnlyExpireEarly === true,
   };
   if (!Number.isSafeInteger(resolved.maxClockDriftPpm) || resolved.maxClockDriftPpm < 0 || resolved.maxClockDriftPpm >= 100_000) {
     throw new ConfigError('lease.maxClockDriftPpm', `must be an integer in [0, 100000), got ${resolved.maxClockDriftPpm}`);

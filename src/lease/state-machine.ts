@@ -40,8 +40,12 @@ export type LeaseCommand =
   | { readonly type: 'Acquire'; readonly key: string; readonly owner: string; readonly ttlMs: number; readonly requestId: string }
   /** Extend a lease `owner` holds under `fencingToken` by a fresh `ttlMs`. */
   | { readonly type: 'Renew'; readonly key: string; readonly owner: string; readonly fencingToken: LogIndex; readonly ttlMs: number; readonly requestId: string }
-  /** Give up a lease `owner` holds under `fencingToken`. */
-  | { readonly type: 'Release'; readonly key: string; readonly owner: string; readonly fencingToken: LogIndex; readonly requestId: string }
+  /**
+   * Give up a lease `owner` holds under `fencingToken`. With `renewals`, only if the lease was not
+   * renewed or re-acquired since that count: a release of an older `Lease` object of the same owner,
+   * applied after that owner re-acquired the key, must not end the newer one.
+   */
+  | { readonly type: 'Release'; readonly key: string; readonly owner: string; readonly fencingToken: LogIndex; readonly requestId: string; readonly renewals?: number }
   /**
    * Proposed by the leader's lessor when the countdown of the grant `fencingToken`, as of its
    * `renewals`-th renewal, ran out. A renewal applied in between makes it stale.
@@ -56,7 +60,7 @@ export type LeaseResult =
   | { readonly type: 'Held'; readonly lease: LeaseRecord }
   | { readonly type: 'Released'; readonly lease: LeaseRecord }
   /** Renew or release refused: no lease on the key, or another holder or token than the caller named. */
-  | { readonly type: 'NotHeld'; readonly key: string; readonly reason: 'NoLease' | 'OtherHolder' | 'TokenMismatch' }
+  | { readonly type: 'NotHeld'; readonly key: string; readonly reason: 'NoLease' | 'OtherHolder' | 'TokenMismatch' | 'RenewedSince' }
   | { readonly type: 'Expired'; readonly lease: LeaseRecord }
   /** An Expire for a grant that is no longer in the table (released, re-granted or renewed since). */
   | { readonly type: 'ExpireIgnored'; readonly key: string }
@@ -90,7 +94,11 @@ export function encodeLeaseCommand(command: LeaseCommand): Uint8Array {
     case 'Renew':
       return packr.pack(['N', command.key, command.owner, command.fencingToken, command.ttlMs, command.requestId]);
     case 'Release':
-      return packr.pack(['R', command.key, command.owner, command.fencingToken, command.requestId]);
+      return packr.pack(
+        command.renewals === undefined
+          ? ['R', command.key, command.owner, command.fencingToken, command.requestId]
+          : ['R', command.key, command.owner, command.fencingToken, command.requestId, command.renewals],
+      );
     case 'Expire':
       return packr.pack(['E', command.key, command.fencingToken, command.renewals]);
   }
@@ -157,10 +165,15 @@ export function decodeLeaseCommand(bytes: Uint8Array): LeaseCommand | string {
       return { type: 'Renew', key: validKey, owner: a as string, fencingToken: b as LogIndex, ttlMs: c as number, requestId: d as string };
     }
     case 'R': {
-      if (value.length !== 5) return 'Release takes 4 fields';
-      const problem = invalidLeaseOwner(a) ?? invalidToken(b) ?? invalidRequestId(c);
+      if (value.length !== 5 && value.length !== 6) return 'Release takes 4 or 5 fields';
+      const problem =
+        invalidLeaseOwner(a) ??
+        invalidToken(b) ??
+        invalidRequestId(c) ??
+        (value.length === 5 || (typeof d === 'number' && Number.isSafeInteger(d) && d >= 0) ? null : 'renewals must be a non-negative integer');
       if (problem !== null) return problem;
-      return { type: 'Release', key: validKey, owner: a as string, fencingToken: b as LogIndex, requestId: c as string };
+      const release = { type: 'Release' as const, key: validKey, owner: a as string, fencingToken: b as LogIndex, requestId: c as string };
+      return value.length === 6 ? { ...release, renewals: d as number } : release;
     }
     case 'E': {
       if (value.length !== 4) return 'Expire takes 3 fields';
@@ -294,6 +307,7 @@ export class LeaseStateMachine {
     if (current === undefined) return { type: 'NotHeld', key: command.key, reason: 'NoLease' };
     if (current.owner !== command.owner) return { type: 'NotHeld', key: command.key, reason: 'OtherHolder' };
     if (current.fencingToken !== command.fencingToken) return { type: 'NotHeld', key: command.key, reason: 'TokenMismatch' };
+    if (command.renewals !== undefined && command.renewals !== current.renewals) return { type: 'NotHeld', key: command.key, reason: 'RenewedSince' };
     this.leases.delete(command.key);
     this.pendingEvent = { type: 'Removed', lease: current, why: 'Released' };
     return { type: 'Released', lease: current };

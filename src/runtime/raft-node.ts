@@ -225,10 +225,12 @@ export class RaftNode<Result = unknown> {
     // Request ids start at a random point so a restarted node does not reuse the ids its previous
     // incarnation forwarded (the leader answers a repeated id with the earlier entry).
     this.nextRequestId = Math.floor(new SeededPrng(seed ^ 0x2545f491).nextUint32() * 0x10_0000);
-    this.instanceId = `${config.id}.${Math.abs(seed).toString(36)}${seed < 0 ? 'n' : ''}`;
     this.snapshotPolicy = snapshotPolicy;
     this.tickOriginMs = options.clock.nowMs();
     const status = rawNode.status();
+    // The durable term and last index differ between two incarnations that proposed anything in
+    // between, so a node restarted with a configured seed does not reuse its ids.
+    this.instanceId = `${config.id}.${Math.abs(seed).toString(36)}${seed < 0 ? 'n' : ''}.${status.term.toString(36)}.${status.lastIndex.toString(36)}`;
     this.lastSnapshotIndex = status.snapshotIndex;
     this.appliedIndex = status.appliedIndex;
     this.role = status.role;

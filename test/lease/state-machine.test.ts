@@ -337,8 +337,9 @@ const malformed: readonly (readonly [string, Uint8Array, RegExp])[] = [
   ['Acquire with 5 fields', pack(['A', 'k', 'alice', 1_000, 'rq', 1]), /Acquire takes 4 fields/],
   ['Renew with 4 fields', pack(['N', 'k', 'alice', 1, 1_000]), /Renew takes 5 fields/],
   ['Renew with 6 fields', pack(['N', 'k', 'alice', 1, 1_000, 'rq', 0]), /Renew takes 5 fields/],
-  ['Release with 3 fields', pack(['R', 'k', 'alice', 1]), /Release takes 4 fields/],
-  ['Release with 5 fields', pack(['R', 'k', 'alice', 1, 'rq', 'rq']), /Release takes 4 fields/],
+  ['Release with 3 fields', pack(['R', 'k', 'alice', 1]), /Release takes 4 or 5 fields/],
+  ['Release with 6 fields', pack(['R', 'k', 'alice', 1, 'rq', 0, 0]), /Release takes 4 or 5 fields/],
+  ['Release with a bad renewal count', pack(['R', 'k', 'alice', 1, 'rq', 'rq']), /renewals must be a non-negative integer/],
   ['Expire with 2 fields (no renewal count)', pack(['E', 'k', 1]), /Expire takes 3 fields/],
   ['Expire with 4 fields', pack(['E', 'k', 1, 0, 0]), /Expire takes 3 fields/],
   ['an empty key', pack(['A', '', 'alice', 1_000, 'rq']), /key must be a non-empty string/],
@@ -1160,5 +1161,21 @@ describe('regressions', () => {
     sm.onEvent(() => seen.push(sm.rememberedRequests()));
     sm.apply(encodeLeaseCommand({ type: 'Acquire', key: 'k', owner: 'o', ttlMs: 5, requestId: 'r1' }), li(1));
     expect(seen).toEqual([1]);
+  });
+});
+
+describe('release by renewal count', () => {
+  it('a release naming an older renewal count does not end a lease the owner re-acquired since; one naming the current count does', () => {
+    const sm = new LeaseStateMachine();
+    sm.apply(encodeLeaseCommand({ type: 'Acquire', key: 'k', owner: 'o', ttlMs: 5, requestId: 'a1' }), li(1));
+    sm.apply(encodeLeaseCommand({ type: 'Acquire', key: 'k', owner: 'o', ttlMs: 5, requestId: 'a2' }), li(2));
+    expect(sm.apply(encodeLeaseCommand({ type: 'Release', key: 'k', owner: 'o', fencingToken: li(1), requestId: 'r1', renewals: 0 }), li(3))).toEqual({
+      type: 'NotHeld',
+      key: 'k',
+      reason: 'RenewedSince',
+    });
+    expect(sm.get('k')?.renewals).toBe(1);
+    expect(sm.apply(encodeLeaseCommand({ type: 'Release', key: 'k', owner: 'o', fencingToken: li(1), requestId: 'r2', renewals: 1 }), li(4)).type).toBe('Released');
+    expect(sm.get('k')).toBeUndefined();
   });
 });
