@@ -151,7 +151,7 @@ export function replayCommandLine(seed: number, options: Omit<SimulationOptions,
 function describeResult(result: SimulationResult, options: Omit<SimulationOptions, 'seed'>): string {
   const head = `seed ${result.seed}: ${result.ok ? 'ok' : 'VIOLATION'} — ${result.nodeCount} nodes, ${result.steps} events, ${result.simulatedMs.toFixed(0)} simulated ms, faults: ${result.enabledFaults.join(', ') || 'none'}${result.driftBeyondBound ? ' (CLOCK DRIFT BEYOND THE CONFIGURED BOUND)' : ''}`;
   const details = [
-    `  committed entries ${result.committedEntries}, history ${result.history.length} events, linearizability ${result.linearizability}, liveness ${result.livenessMs === null ? 'not reached' : `${result.livenessMs.toFixed(0)} ms after healing`}`,
+    `  committed entries ${result.committedEntries}, history ${result.history.length + result.lockHistory.length} events, linearizability ${result.linearizability}, liveness ${result.livenessMs === null ? 'not reached' : `${result.livenessMs.toFixed(0)} ms after healing`}`,
   ];
   if (result.violation !== null) {
     const violation = result.violation;
@@ -189,7 +189,11 @@ async function runCommand(args: readonly string[], output: CliOutput): Promise<E
   checkWritable('history', values.history);
   checkWritable('trace', values.trace);
   const result = await simulate({ seed, ...options, trace: values.trace !== undefined });
-  if (values.history !== undefined) writeFileSync(values.history, toJsonLines(result.history));
+  if (values.history !== undefined) {
+    // The lock workload's history has the same line format, with acquire/renew/release operations.
+    const lines = result.lockHistory.length > 0 ? result.lockHistory.map((event) => `${JSON.stringify(event)}\n`).join('') : toJsonLines(result.history);
+    writeFileSync(values.history, lines);
+  }
   if (values.trace !== undefined) writeFileSync(values.trace, traceText(result));
   if (values.json === true) output.out(`${JSON.stringify(summaryJson(result, options))}\n`);
   else output.out(`${describeResult(result, options)}\n`);

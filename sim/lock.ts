@@ -70,6 +70,21 @@ interface GrantRecord {
   readonly atNs: number;
 }
 
+/**
+ * One event of the lock history, in the JSON-lines format of the kv history: `f` is `acquire`, `renew`
+ * or `release`; `value` is the owner on an acquire invoke, `[owner, fencingToken]` when a lease is
+ * named or granted, the holder's name when an acquire failed because the lock was held, and null when
+ * the outcome is unknown (`info`). `time` is true simulated time in nanoseconds.
+ */
+export interface LockHistoryEvent {
+  readonly process: number;
+  readonly type: 'invoke' | 'ok' | 'fail' | 'info';
+  readonly f: 'acquire' | 'renew' | 'release';
+  readonly key: string;
+  readonly value: string | readonly [string, number] | null;
+  readonly time: number;
+}
+
 /** What a lock run found. */
 export interface LockVerdict {
   readonly property: 'LeaseExclusion' | 'Fencing';
@@ -108,12 +123,20 @@ export class LockWorkload {
   /** Leases held, by the node they live on. */
   private readonly live = new Set<HeldLease>();
   private running = true;
+  readonly history: LockHistoryEvent[] = [];
+  /**
+   * Renewals and releases run beside the client's next steps, so each gets its own history process
+   * (numbered after the clients), keeping one outstanding operation per process.
+   */
+  private nextSideProcess: number;
   stats = { attempts: 0, grants: 0, held: 0, renewals: 0, releases: 0, lost: 0 };
 
   constructor(
     private readonly world: LockWorldAccess,
     private readonly options: LockWorkloadOptions,
-  ) {}
+  ) {
+    this.nextSideProcess = options.clients;
+  }
 
   start(): void {
     for (let client = 0; client < this.options.clients; client++) this.scheduleNext(client);
@@ -197,14 +220,17 @@ export class LockWorkload {
     const key = `lock${this.world.between(0, this.options.keys - 1)}`;
     const owner = `c${client}`;
     this.stats.attempts++;
+    this.record(client, 'invoke', 'acquire', key, owner);
     leaseNode.tryAcquire(key, { ttlMs: this.options.ttlMs, owner }).then(
       (result) => {
         if (!result.acquired) {
           this.stats.held++;
+          this.record(client, 'fail', 'acquire', key, result.holder);
           this.scheduleNext(client);
           return;
         }
         const { lease } = result;
+        this.record(client, 'ok', 'acquire', key, [owner, lease.fencingToken]);
         this.stats.grants++;
         const nowNs = this.world.nowNs();
         this.grants.push({ key, owner, fencingToken: lease.fencingToken, atNs: nowNs });
@@ -232,9 +258,14 @@ export class LockWorkload {
         this.work(client, held, 0);
       },
       () => {
+        this.record(client, 'info', 'acquire', key, null);
         this.scheduleNext(client);
       },
     );
+  }
+
+  private record(process: number, type: LockHistoryEvent['type'], f: LockHistoryEvent['f'], key: string, value: LockHistoryEvent['value']): void {
+    this.history.push({ process, type, f, key, value, time: this.world.nowNs() });
   }
 
   /** One fenced write per step while the lease is believed held; renews halfway; releases (usually) at the end. */
@@ -256,14 +287,36 @@ export class LockWorkload {
         if (this.world.between(0, 3) > 0) {
           this.stats.releases++;
           this.end(held, this.world.nowNs());
-          lease.release().catch(() => undefined);
+          const named: readonly [string, number] = [lease.owner, lease.fencingToken];
+          const process = this.nextSideProcess++;
+          this.record(process, 'invoke', 'release', lease.key, named);
+          lease.release().then(
+            () => {
+              this.record(process, 'ok', 'release', lease.key, named);
+            },
+            () => {
+              this.record(process, 'info', 'release', lease.key, null);
+            },
+          );
         }
         this.scheduleNext(client);
         return;
       }
       if (step % 2 === 1) {
         this.stats.renewals++;
-        lease.renew().catch(() => undefined);
+        const process = this.nextSideProcess++;
+        const named: readonly [string, number] = [lease.owner, lease.fencingToken];
+        this.record(process, 'invoke', 'renew', lease.key, named);
+        lease.renew().then(
+          () => {
+            this.record(process, 'ok', 'renew', lease.key, named);
+          },
+          () => {
+            // Unknown rather than failed: a renewal can apply and still be reported lost (the holder
+            // had given the lease up while it was in flight).
+            this.record(process, 'info', 'renew', lease.key, null);
+          },
+        );
       }
       this.work(client, held, step + 1);
     });

@@ -10,7 +10,7 @@ import { pino } from 'pino';
 import { SeededPrng, nodeId, randomIntBelow, type Prng, type RaftOptions } from '../src/raft/index.js';
 import { LeaseNode } from '../src/lease/index.js';
 import { RaftNode, type SnapshotPolicy, type StateMachine } from '../src/runtime/index.js';
-import { DEFAULT_LOCK_WORKLOAD, LockWorkload, type LockWorkloadOptions } from './lock.js';
+import { DEFAULT_LOCK_WORKLOAD, LockWorkload, type LockHistoryEvent, type LockWorkloadOptions } from './lock.js';
 import { SafetyChecker, ViolationError, type Violation } from './checkers.js';
 import { enabledFaults, swarmFaults, type FaultConfig } from './faults.js';
 import { DEFAULT_KV_WORKLOAD, KvStateMachine, KvWorkload, encodeKvCommand, type KvResult, type KvWorkloadOptions } from './kv.js';
@@ -132,6 +132,8 @@ export interface SimulationResult {
    * (fencing is checked either way); `skipped` for other workloads.
    */
   readonly leaseExclusion: 'checked' | 'not-promised' | 'skipped';
+  /** The lock workload's client history (empty for other workloads). */
+  readonly lockHistory: readonly LockHistoryEvent[];
   /** Lock workload counters (attempts, grants, held, renewals, releases, lost), or null. */
   readonly lockStats: LockWorkload['stats'] | null;
   readonly trace: readonly string[] | null;
@@ -364,6 +366,7 @@ export class Simulation {
       linearizability,
       leaseExclusion: this.lockWorkload === null ? 'skipped' : exclusionPromised ? 'checked' : 'not-promised',
       lockStats: this.lockWorkload?.stats ?? null,
+      lockHistory: this.lockWorkload?.history ?? [],
       trace,
       traceHash: trace === null ? null : createHash('sha256').update(`${trace.join('\n')}\n`).digest('hex'),
       stats: world.stats,

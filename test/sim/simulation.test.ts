@@ -109,6 +109,21 @@ describe('CI sweep', () => {
     expect(changes, 'membership changes attempted').toBeGreaterThan(500);
   }, 600_000);
 
+  it('150 seeds of the lock workload keep lease exclusion (where promised) and fencing', async () => {
+    const failures: string[] = [];
+    let checked = 0;
+    let grants = 0;
+    for (let seed = 1; seed <= 150; seed++) {
+      const result = await simulate({ seed, nodeCount: 5, workload: 'lock', faultPhaseMs: 5_000 });
+      if (result.leaseExclusion === 'checked') checked++;
+      grants += result.lockStats?.grants ?? 0;
+      if (!result.ok) failures.push(`seed ${seed}: ${result.violation?.property ?? ''} ${result.violation?.message ?? ''} (npx raftlease sim run --seed ${seed} --workload lock --duration 5000)`);
+    }
+    expect(failures).toEqual([]);
+    expect(checked, 'runs in which exclusion was promised and checked').toBeGreaterThan(40);
+    expect(grants, 'leases granted').toBeGreaterThan(500);
+  }, 600_000);
+
   it('150 seeds with lease-based reads keep the kv history linearizable', async () => {
     const failures: string[] = [];
     for (let seed = 1; seed <= 150; seed++) {

@@ -46,6 +46,23 @@ const CASES: readonly Case[] = [
   },
 ];
 
+describe('the lock checkers catch a deliberately broken lessor', () => {
+  it(`finds a lessor that counts only half of each TTL within ${MAX_SEEDS} seeds`, async () => {
+    const options: Omit<SimulationOptions, 'seed'> = { nodeCount: 5, workload: 'lock', faultPhaseMs: 5_000 };
+    let found: { seed: number; property: string } | null = null;
+    for (let seed = 1; seed <= MAX_SEEDS && found === null; seed++) {
+      const result = await simulate({ ...options, seed, testOnlyLessorExpiresEarly: true });
+      if (result.violation !== null) found = { seed, property: result.violation.property };
+    }
+    expect(found, `the broken lessor was not detected in ${MAX_SEEDS} seeds`).not.toBeNull();
+    if (found === null) return;
+    console.log(`lessor expiring early: found by seed ${found.seed}, property ${found.property}`);
+    expect(found.property).toBe('LeaseExclusion');
+    const control = await simulate({ ...options, seed: found.seed });
+    expect(control.violation, `seed ${found.seed} also fails with the correct lessor`).toBeNull();
+  }, 300_000);
+});
+
 describe('the simulator catches deliberately broken cores', () => {
   for (const { bug, why, options } of CASES) {
     it(`finds ${bug} within ${MAX_SEEDS} seeds (${why})`, async () => {
