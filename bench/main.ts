@@ -1,10 +1,11 @@
 /**
- * `npm run bench -- [core] [sim] [memory] [--quick] [--encode] [--no-snapshots]`: benchmarks. Timing goals live here, never in tests.
+ * `npm run bench -- [core] [sim] [memory] [lease] [--quick] [--encode] [--no-snapshots]`: benchmarks. Timing goals live here, never in tests.
  *
  * @module
  */
 import { parseArgs } from 'node:util';
 import { benchCore } from './core.js';
+import { benchLease } from './lease.js';
 import { benchMemory } from './memory.js';
 import { benchSim } from './sim.js';
 
@@ -50,8 +51,15 @@ async function main(): Promise<void> {
         );
         break;
       }
+      case 'lease': {
+        const quick = values.quick === true;
+        await benchLease({ cyclesPerRun: quick ? 1_000 : 5_000, runs: quick ? 3 : 5, concurrencyLevels: [1, 64] }, `npm run bench -- lease${quick ? ' --quick' : ''}`, (line) =>
+          process.stdout.write(`${line}\n`),
+        );
+        break;
+      }
       default:
-        throw new Error(`unknown benchmark '${suite}'; known: core, sim, memory`);
+        throw new Error(`unknown benchmark '${suite}'; known: core, sim, memory, lease`);
     }
   }
 }

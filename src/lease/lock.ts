@@ -163,12 +163,12 @@ export class LeaseNode implements DistributedLock {
     return node;
   }
 
-  /** Stops the lessor and the Raft node (a leader hands leadership over first). */
-  async stop(): Promise<void> {
+  /** Stops the lessor and the Raft node (a leader hands leadership over first unless told not to). */
+  async stop(options: { readonly transferLeadership?: boolean } = {}): Promise<void> {
     this.stopped = true;
     this.checkTimer?.cancel();
     for (const wake of [...this.waiters.values()].flatMap((set) => [...set])) wake();
-    await this.raft.stop();
+    await this.raft.stop(options);
   }
 
   /** The leases in the table as this node has applied it (not linearizable; see `raft.readIndex()`). */
