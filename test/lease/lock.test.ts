@@ -962,3 +962,44 @@ describe('retries apply once', () => {
     expect(node(c, 'n3').table.get('dup')?.renewals).toBe(1);
   });
 });
+
+describe('regressions of lease client fixes', () => {
+  it('acquire() takes the lock at once when the release is applied on its node between its Held answer and its wait', async () => {
+    const c = await startCluster();
+    const held = await grant(c, 'n2', 'job', 8_000, 'alice');
+    const waiter = node(c, 'n3');
+    // For each of bob's tryAcquire rounds: the answer, and whether the waiter's table still named alice then.
+    const rounds: { atMs: number; acquired: boolean; aliceOnWaiter: boolean }[] = [];
+    const tryAcquire = waiter.tryAcquire.bind(waiter);
+    waiter.tryAcquire = async (key, options) => {
+      const result = await tryAcquire(key, options);
+      rounds.push({ atMs: c.clock.nowMs(), acquired: result.acquired, aliceOnWaiter: waiter.table.get(key)?.owner === 'alice' });
+      return result;
+    };
+    const startedAtMs = c.clock.nowMs();
+    // bob's fallback re-check would be min(timeout, max(tick, 8000 / 4)) = 2,000 ms away.
+    const waiting = watch(c, waiter.acquire('job', { ttlMs: 8_000, owner: 'bob', timeoutMs: 20_000 }));
+    const releasing = watch(c, held.release());
+    await advanceUntil(c, () => waiting.outcome() !== undefined, 5_000, 1);
+    const outcome = waiting.outcome();
+    if (outcome?.ok !== true) throw new Error(`acquire failed: ${String(outcome?.ok === false ? outcome.error : outcome)}`);
+    expect(releasing.outcome()?.ok).toBe(true);
+
+    // The race really happened: bob's first answer was Held, and by then the waiter had applied the release.
+    const log = applied(c, 'n3').filter((entry) => typeof entry.command !== 'string' && entry.command.key === 'job');
+    expect(log.map((entry) => [typeof entry.command === 'string' ? entry.command : `${entry.command.type}:${'owner' in entry.command ? entry.command.owner : ''}`, entry.result.type])).toEqual([
+      ['Acquire:alice', 'Granted'],
+      ['Acquire:bob', 'Held'],
+      ['Release:alice', 'Released'],
+      ['Acquire:bob', 'Granted'],
+    ]);
+    expect(rounds[0]).toMatchObject({ acquired: false, aliceOnWaiter: false });
+    expect(rounds).toHaveLength(2);
+    expect(rounds[1]?.acquired).toBe(true);
+    // Taken right away, not after the 2,000 ms fallback.
+    expect(outcome.atMs - startedAtMs).toBeLessThanOrEqual(100);
+    expect(outcome.value).toMatchObject({ key: 'job', owner: 'bob' });
+    expect(outcome.value.fencingToken).toBeGreaterThan(held.fencingToken);
+    await expectEverywhere(c, 'job', { owner: 'bob', fencingToken: outcome.value.fencingToken });
+  });
+});
