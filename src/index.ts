@@ -1,8 +1,8 @@
 /**
  * raftlease: Raft-replicated leases and locks with fencing tokens.
  *
- * This entry point exports the Raft core and the runtime. Subpaths (`raftlease/lease`,
- * `raftlease/sim`, `raftlease/maintenance`) follow as those layers land.
+ * This entry point exports the Raft core and the runtime. Leases and the `DistributedLock` are at
+ * `raftlease/lease`, the simulator at `raftlease/sim`; `raftlease/maintenance` follows.
  *
  * @module
  */
