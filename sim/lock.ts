@@ -67,6 +67,8 @@ interface GrantRecord {
   readonly key: string;
   readonly owner: string;
   readonly fencingToken: LogIndex;
+  /** True time the client asked, and the true time the grant reached it. */
+  readonly invokedNs: number;
   readonly atNs: number;
 }
 
@@ -166,17 +168,22 @@ export class LockWorkload {
    */
   verdict(exclusionPromised: boolean, marginMs: number, pausedMsDuring: (node: number, fromNs: number, toNs: number) => number): LockVerdict | null {
     if (this.resource.violation !== null) return { property: 'Fencing', message: this.resource.violation };
-    // Tokens grow with grant order: a later grant of a key never carries a smaller token, and equal
-    // tokens mean the same owner re-acquired or renewed.
+    // Tokens grow with real-time grant order: a grant requested after another grant of the key was
+    // received carries a larger token (or the same one, for the same owner re-acquiring). Grants
+    // whose request and answer overlap may be ordered either way; a late answer is not a violation.
     const byKey = new Map<string, GrantRecord[]>();
     for (const grant of this.grants) byKey.set(grant.key, [...(byKey.get(grant.key) ?? []), grant]);
     for (const [key, grants] of byKey) {
-      for (let position = 1; position < grants.length; position++) {
-        const previous = grants[position - 1];
-        const current = grants[position];
-        if (previous === undefined || current === undefined) continue;
-        if (current.fencingToken < previous.fencingToken || (current.fencingToken === previous.fencingToken && current.owner !== previous.owner)) {
-          return { property: 'Fencing', message: `'${key}' granted to ${current.owner} with token ${current.fencingToken} after ${previous.owner} got token ${previous.fencingToken}` };
+      for (const earlier of grants) {
+        for (const later of grants) {
+          if (later.invokedNs <= earlier.atNs) continue;
+          const sameLease = later.fencingToken === earlier.fencingToken && later.owner === earlier.owner;
+          if (later.fencingToken < earlier.fencingToken || (later.fencingToken === earlier.fencingToken && !sameLease)) {
+            return {
+              property: 'Fencing',
+              message: `'${key}' granted to ${later.owner} with token ${later.fencingToken} (asked at ${later.invokedNs} ns) after ${earlier.owner} had received token ${earlier.fencingToken} (at ${earlier.atNs} ns)`,
+            };
+          }
         }
       }
     }
@@ -221,6 +228,7 @@ export class LockWorkload {
     const owner = `c${client}`;
     this.stats.attempts++;
     this.record(client, 'invoke', 'acquire', key, owner);
+    const invokedNs = this.world.nowNs();
     leaseNode.tryAcquire(key, { ttlMs: this.options.ttlMs, owner }).then(
       (result) => {
         if (!result.acquired) {
@@ -233,7 +241,7 @@ export class LockWorkload {
         this.record(client, 'ok', 'acquire', key, [owner, lease.fencingToken]);
         this.stats.grants++;
         const nowNs = this.world.nowNs();
-        this.grants.push({ key, owner, fencingToken: lease.fencingToken, atNs: nowNs });
+        this.grants.push({ key, owner, fencingToken: lease.fencingToken, invokedNs, atNs: nowNs });
         if (lease.signal.aborted) {
           this.scheduleNext(client);
           return;

@@ -142,6 +142,13 @@ export interface SimulationResult {
   readonly stats: World['stats'];
 }
 
+/**
+ * Most events waiting in the queue at once. A healthy 9-node run keeps a few thousand; more means a
+ * message storm (some exchange multiplies its messages), reported as a liveness violation instead of
+ * grinding on for minutes.
+ */
+const MAX_QUEUED_EVENTS = 200_000;
+
 /** Microtask turns granted after each event, so promise continuations finish before the next event. */
 const MICROTASK_TURNS_PER_EVENT = 4;
 /** Awaiting an already-resolved promise yields exactly one microtask turn. */
@@ -422,6 +429,9 @@ export class Simulation {
       }
       world.steps++;
       this.checker.at(world.steps, world.nowNs);
+      if (world.queue.size > MAX_QUEUED_EVENTS) {
+        throw new ViolationError({ property: 'Liveness', message: `more than ${MAX_QUEUED_EVENTS} events queued: a message storm`, nodes: [], step: world.steps, timeNs: world.nowNs });
+      }
       this.dispatch(event.payload);
       for (let turn = 0; turn < MICROTASK_TURNS_PER_EVENT; turn++) await MICROTASK_TURN;
       if (this.currentViolation() !== null) return;
@@ -524,6 +534,8 @@ export class Simulation {
       clock: world.clockFor(index),
       tickIntervalMs: this.tickIntervalMs,
       seed: this.options.seed * 31 + index * 7 + incarnation * 1_000_003,
+      // Deterministic, and different for every incarnation (request ids derive from it).
+      instanceNonce: `s${this.options.seed}i${incarnation}`,
       raft: this.raftOptions,
       logger: pino({ level: 'silent' }),
       onFatalError: (error: Error) => {

@@ -186,10 +186,13 @@ export class LeaseNode implements DistributedLock {
     // Bounded: a mismatched answer (a request id an earlier incarnation used) is retried once with a new id.
     for (let attempt = 0; ; attempt++) {
       const result = await this.submit({ type: 'Acquire', key, owner, ttlMs: options.ttlMs, requestId: this.requestId() }, options.signal);
-      const matches = (result.type === 'Granted' && result.lease.owner === owner && result.lease.key === key) || (result.type === 'Held' && result.lease.key === key);
-      if (!matches && attempt === 0 && (result.type === 'Granted' || result.type === 'Held')) continue;
+      if (result.type !== 'Granted' && result.type !== 'Held') throw unexpected(result);
+      const matches = result.lease.key === key && (result.type === 'Held' || result.lease.owner === owner);
+      if (!matches) {
+        if (attempt === 0) continue;
+        throw new RaftLeaseError('OutcomeUnknown', `the lease table answered '${key}' with the result of another request (a request id reused by an earlier incarnation of this node); retry`);
+      }
       if (result.type === 'Held') return { acquired: false, holder: result.lease.owner };
-      if (result.type !== 'Granted' || !matches) throw unexpected(result);
       return { acquired: true, lease: new HeldLease(this, result.lease, sentAtMs) };
     }
   }

@@ -28,6 +28,12 @@ export interface SnapshotTransfer {
   doneSent: boolean;
   /** Set by a heartbeat answer, cleared by any chunk acknowledgement: two heartbeats without progress mean a lost chunk. */
   stalled: boolean;
+  /**
+   * The offset the leader last rewound to on a gap answer, until the follower acknowledges more: the
+   * other chunks of the window in flight produce the same gap answer, and resending a window for each
+   * would multiply the traffic with every round.
+   */
+  rewoundTo: number | null;
 }
 
 /** A bounded FIFO of in-flight AppendEntries messages, each remembered by its last index and size. */
@@ -135,7 +141,7 @@ export class Progress {
     this.state = 'Snapshot';
     this.probeSent = false;
     this.inflights.reset();
-    this.snapshotTransfer = { snapshot, sentBytes: 0, ackedBytes: 0, doneSent: false, stalled: false };
+    this.snapshotTransfer = { snapshot, sentBytes: 0, ackedBytes: 0, doneSent: false, stalled: false, rewoundTo: null };
   }
 
   /** Switches to probing from `match + 1`. */

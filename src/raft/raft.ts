@@ -963,6 +963,7 @@ export class Raft {
         transfer.sentBytes = transfer.ackedBytes;
         transfer.doneSent = false;
         transfer.stalled = false;
+        transfer.rewoundTo = null;
         this.sendSnapshotChunks(from, pr);
       } else {
         transfer.stalled = true;
@@ -1232,13 +1233,17 @@ export class Raft {
     transfer.stalled = false;
     const received = Math.min(response.receivedBytes, transfer.snapshot.data.byteLength);
     if (response.gap) {
+      // Later chunks of a window already resent from this offset report the same gap: ignore them.
+      if (transfer.rewoundTo === received) return;
       // A chunk was lost, or the follower restarted and lost what it had received: resume from what
       // it holds now, even if that is less than it acknowledged before.
       transfer.ackedBytes = received;
       transfer.sentBytes = received;
       transfer.doneSent = false;
+      transfer.rewoundTo = received;
     } else if (received > transfer.ackedBytes) {
       transfer.ackedBytes = received;
+      transfer.rewoundTo = null;
     }
     this.sendSnapshotChunks(response.from, pr);
   }

@@ -51,8 +51,15 @@ export interface RaftNodeOptions<Result> {
   readonly proposalTimeoutMs?: number;
   /** Most proposals awaiting an outcome; more are refused with `TooManyPendingProposals`. Default 10,000. */
   readonly maxPendingProposals?: number;
-  /** Seed of election jitter and request ids. Default: random. Set it for reproducible runs. */
+  /** Seed of election jitter. Default: random. Set it for reproducible runs. */
   readonly seed?: number;
+  /**
+   * Names this incarnation of the process; it must differ between any two incarnations of a node
+   * (client request ids derive from it, and the cluster answers a repeated id with the earlier
+   * result). Default: 12 random base-36 characters, which is what you want unless you replay runs
+   * deterministically (the simulator passes its own per incarnation).
+   */
+  readonly instanceNonce?: string;
   /** Options of the Raft core (timeouts in ticks, flow-control limits). */
   readonly raft?: Partial<RaftOptions>;
   /**
@@ -174,8 +181,8 @@ const RECENT_RESULTS_KEPT = 4096;
 export class RaftNode<Result = unknown> {
   readonly id: NodeId;
   /**
-   * Names this incarnation of the node: its id and its seed. Layers above use it to make client
-   * request ids that a restarted node does not reuse (the seed is random unless configured).
+   * Names this incarnation of the node: its id and its instance nonce. Layers above use it to make
+   * client request ids that a restarted node does not reuse.
    */
   readonly instanceId: string;
   readonly config: RaftConfig;
@@ -213,7 +220,7 @@ export class RaftNode<Result = unknown> {
   private role: Role;
   private leader: NodeId | null;
 
-  private constructor(options: RaftNodeOptions<Result>, config: RaftConfig, rawNode: RawNode, seed: number, snapshotPolicy: Required<SnapshotPolicy> | null) {
+  private constructor(options: RaftNodeOptions<Result>, config: RaftConfig, rawNode: RawNode, nonce: string, snapshotPolicy: Required<SnapshotPolicy> | null) {
     this.options = options;
     this.id = config.id;
     this.config = config;
@@ -222,15 +229,13 @@ export class RaftNode<Result = unknown> {
     this.tickIntervalMs = options.tickIntervalMs ?? 100;
     this.proposalTimeoutMs = options.proposalTimeoutMs ?? 5_000;
     this.maxPendingProposals = options.maxPendingProposals ?? 10_000;
-    // Request ids start at a random point so a restarted node does not reuse the ids its previous
-    // incarnation forwarded (the leader answers a repeated id with the earlier entry).
-    this.nextRequestId = Math.floor(new SeededPrng(seed ^ 0x2545f491).nextUint32() * 0x10_0000);
+    // Request ids start at a point drawn from the instance nonce, so a restarted node does not reuse
+    // the ids its previous incarnation forwarded (the leader answers a repeated id with the earlier entry).
+    this.nextRequestId = Math.floor(new SeededPrng(fnv1a32(nonce)).nextUint32() * 0x10_0000);
     this.snapshotPolicy = snapshotPolicy;
     this.tickOriginMs = options.clock.nowMs();
     const status = rawNode.status();
-    // The durable term and last index differ between two incarnations that proposed anything in
-    // between, so a node restarted with a configured seed does not reuse its ids.
-    this.instanceId = `${config.id}.${Math.abs(seed).toString(36)}${seed < 0 ? 'n' : ''}.${status.term.toString(36)}.${status.lastIndex.toString(36)}`;
+    this.instanceId = `${config.id}.${nonce}`;
     this.lastSnapshotIndex = status.snapshotIndex;
     this.appliedIndex = status.appliedIndex;
     this.role = status.role;
@@ -273,7 +278,9 @@ export class RaftNode<Result = unknown> {
       applied: snapshot?.metadata.index ?? (0 as LogIndex),
       snapshot,
     });
-    const node = new RaftNode(options, config, rawNode, seed, snapshotPolicy);
+    const nonce = options.instanceNonce ?? Array.from({ length: 12 }, () => randomInt(0, 36).toString(36)).join('');
+    if (typeof nonce !== 'string' || nonce.length === 0 || nonce.length > 64) throw new ConfigError('instanceNonce', 'must be a non-empty string of at most 64 characters');
+    const node = new RaftNode(options, config, rawNode, nonce, snapshotPolicy);
     options.transport.listen((message) => {
       node.onMessage(message);
     });
@@ -1040,4 +1047,14 @@ function consistentLog(loaded: PersistentState): PersistentState {
   const continues = first.index === index + 1 || (atSnapshot !== undefined && atSnapshot.index === index && atSnapshot.term === snapshotTerm);
   const entries = continues ? loaded.entries.filter((entry) => entry.index > index) : [];
   return { hardState: loaded.hardState, entries, snapshot };
+}
+
+/** 32-bit FNV-1a hash of a string's UTF-16 code units: a seed for the request-id start point. */
+function fnv1a32(text: string): number {
+  let hash = 0x811c9dc5;
+  for (let position = 0; position < text.length; position++) {
+    hash ^= text.charCodeAt(position);
+    hash = Math.imul(hash, 0x01000193) >>> 0;
+  }
+  return hash;
 }

@@ -969,11 +969,11 @@ describe('regressions of lease client fixes', () => {
     const held = await grant(c, 'n2', 'job', 8_000, 'alice');
     const waiter = node(c, 'n3');
     // For each of bob's tryAcquire rounds: the answer, and whether the waiter's table still named alice then.
-    const rounds: { atMs: number; acquired: boolean; aliceOnWaiter: boolean }[] = [];
+    const rounds: { acquired: boolean; aliceOnWaiter: boolean }[] = [];
     const tryAcquire = waiter.tryAcquire.bind(waiter);
     waiter.tryAcquire = async (key, options) => {
       const result = await tryAcquire(key, options);
-      rounds.push({ atMs: c.clock.nowMs(), acquired: result.acquired, aliceOnWaiter: waiter.table.get(key)?.owner === 'alice' });
+      rounds.push({ acquired: result.acquired, aliceOnWaiter: waiter.table.get(key)?.owner === 'alice' });
       return result;
     };
     const startedAtMs = c.clock.nowMs();
@@ -1002,4 +1002,183 @@ describe('regressions of lease client fixes', () => {
     expect(outcome.value.fencingToken).toBeGreaterThan(held.fencingToken);
     await expectEverywhere(c, 'job', { owner: 'bob', fencingToken: outcome.value.fencingToken });
   });
+
+  it('a node restarted with the same storage and seed makes new request ids; a mismatched dedup answer is never a grant', async () => {
+    const c = await startCluster({ leader: 'n2' });
+    const firstIncarnation = node(c, 'n2');
+    const firstInstanceId = firstIncarnation.raft.instanceId;
+    const alice = await grant(c, 'n2', 'job', 10_000, 'alice');
+    await settle(c, alice.release());
+    const aliceRequestIds = applied(c, 'n2').flatMap((entry) => (typeof entry.command !== 'string' && 'requestId' in entry.command && entry.command.key === 'job' ? [entry.command.requestId] : []));
+    expect(aliceRequestIds).toHaveLength(2);
+
+    // n2 stops (handing leadership over) and starts again on the same storage with the same seed.
+    await settle(c, firstIncarnation.stop());
+    const secondIncarnation = await restartNode(c, 'n2');
+    await advanceUntil(c, () => IDS.every((id) => node(c, id).raft.status().leader !== null && node(c, id).raft.status().leader !== 'n2'), 5_000);
+    expect(secondIncarnation.raft.instanceId).not.toBe(firstInstanceId);
+    expect(aliceRequestIds).not.toContain(secondIncarnation.requestId());
+
+    const carol = await grant(c, 'n3', 'job', 10_000, 'carol');
+    await expect(settle(c, secondIncarnation.tryAcquire('job', { ttlMs: 10_000, owner: 'bob' }))).resolves.toEqual({ acquired: false, holder: 'carol' });
+    await expectEverywhere(c, 'job', { owner: 'carol', fencingToken: carol.fencingToken });
+    for (const { command, entry } of appliedCommands(c, 'n2', 'Acquire', 'job').filter(({ command }) => command.owner === 'bob')) {
+      expect(aliceRequestIds).not.toContain(command.requestId);
+      expect(entry.result).toMatchObject({ type: 'Held', lease: { owner: 'carol' } });
+    }
+
+    // Force the collision: bob's first request reuses alice's acquire id, so the table answers with
+    // alice's old grant. That answer names another owner: it is retried with a fresh id, not returned.
+    const realRequestId = secondIncarnation.requestId.bind(secondIncarnation);
+    let reused = 0;
+    secondIncarnation.requestId = () => (reused++ === 0 ? (aliceRequestIds[0] ?? '') : realRequestId());
+    await expect(settle(c, secondIncarnation.tryAcquire('job', { ttlMs: 10_000, owner: 'bob' }))).resolves.toEqual({ acquired: false, holder: 'carol' });
+    expect(reused).toBe(2);
+    // Every request reuses alice's acquire id: the answers never match, and bob gets an error, not a lease.
+    secondIncarnation.requestId = () => aliceRequestIds[0] ?? '';
+    const collided = await settleOutcome(c, secondIncarnation.tryAcquire('job', { ttlMs: 10_000, owner: 'bob' }));
+    expect(collided.ok).toBe(false);
+    if (!collided.ok) expect(collided.error).toBeInstanceOf(RaftLeaseError);
+    await expectEverywhere(c, 'job', { owner: 'carol', fencingToken: carol.fencingToken });
+  });
+
+  it("renew() applied after the holder's signal aborted rejects with LeaseLost, and the signal stays aborted", async () => {
+    const c = await startCluster();
+    const ttlMs = 2_000;
+    const grantedAtMs = c.clock.nowMs();
+    const lease = await grant(c, 'n1', 'late', ttlMs);
+    const validUntil = grantedAtMs + validity(ttlMs);
+    expect(lease.validUntil).toBe(validUntil);
+    const signal = watchSignal(c, lease);
+
+    // The leader is cut off just before the holder's deadline, so the renewal cannot commit in time.
+    await advanceTo(c, grantedAtMs + 1_800);
+    c.network.isolate([nodeId('n1')], [nodeId('n2'), nodeId('n3')]);
+    const renewal = watch(c, lease.renew());
+    await advanceTo(c, validUntil + 50);
+    expect(lease.signal.aborted).toBe(true);
+    expect(signal.atMs).toBe(validUntil);
+    expect(renewal.outcome()).toBeUndefined();
+    c.network.heal();
+    await advanceUntil(c, () => renewal.outcome() !== undefined, 2_000, 1);
+
+    // The renewal was applied (granted by the table), but only after the holder had given the lease up.
+    const renews = appliedCommands(c, 'n1', 'Renew', 'late');
+    expect(renews.map(({ entry }) => entry.result)).toMatchObject([{ type: 'Granted', renewed: true, lease: { fencingToken: lease.fencingToken, renewals: 1 } }]);
+    expect(renews[0]?.entry.atMs ?? -Infinity).toBeGreaterThan(validUntil);
+    const outcome = renewal.outcome();
+    expect(outcome?.ok).toBe(false);
+    if (outcome?.ok === false) expectCode(outcome.error, 'LeaseLost');
+    expect(lease.signal.aborted).toBe(true);
+    expectCode(signal.reason, 'LeaseLost');
+    expect(lease.remainingMs()).toBe(0);
+    expect(lease.validUntil).toBe(validUntil);
+    await advance(c, 500);
+    expect(lease.remainingMs()).toBe(0);
+    // A second renew() is refused at once, proposing nothing.
+    const again = await settleOutcome(c, lease.renew());
+    expect(again.ok).toBe(false);
+    if (!again.ok) expectCode(again.error, 'LeaseLost');
+    expect(appliedCommands(c, 'n1', 'Renew', 'late')).toHaveLength(1);
+
+    // Releasing it names the renewal count the late renewal reached, so the key is freed at once.
+    await settle(c, lease.release());
+    expect(appliedCommands(c, 'n1', 'Release', 'late').map(({ entry }) => entry.result.type)).toEqual(['Released']);
+    await expectEverywhere(c, 'late', undefined);
+  });
+
+  it("release() of an older Lease object does not end the same owner's newer re-acquire", async () => {
+    const c = await startCluster();
+    const older = await grant(c, 'n2', 'job', 10_000, 'o');
+    const newer = await grant(c, 'n3', 'job', 10_000, 'o');
+    expect(newer.fencingToken).toBe(older.fencingToken);
+    await expectEverywhere(c, 'job', { owner: 'o', fencingToken: older.fencingToken });
+    expect(node(c, 'n1').table.get('job')?.renewals).toBe(1);
+    const newerSignal = watchSignal(c, newer);
+
+    await settle(c, older.release());
+    expect(older.signal.aborted).toBe(true);
+    expect(appliedCommands(c, 'n1', 'Release', 'job').map(({ command, entry }) => [command.renewals, entry.result])).toEqual([
+      [0, { type: 'NotHeld', key: 'job', reason: 'RenewedSince' }],
+    ]);
+    await expectEverywhere(c, 'job', { owner: 'o', fencingToken: older.fencingToken });
+    expect(node(c, 'n1').table.get('job')?.renewals).toBe(1);
+
+    // The newer lease lasts its full validity, held everywhere the whole time.
+    while (c.clock.nowMs() < newer.validUntil - 100) {
+      await advance(c, 100);
+      expect(newer.signal.aborted).toBe(false);
+      expect(node(c, 'n1').table.get('job')?.owner).toBe('o');
+    }
+    await advanceTo(c, newer.validUntil - 1);
+    expect(newer.signal.aborted).toBe(false);
+    expect(newer.remainingMs()).toBe(1);
+    expect(newerSignal.atMs).toBeNull();
+    expect(appliedCommands(c, 'n1', 'Expire', 'job')).toHaveLength(0);
+
+    const releasedAtMs = c.clock.nowMs();
+    await settle(c, newer.release());
+    expect(newerSignal.atMs).toBe(releasedAtMs);
+    expect(appliedCommands(c, 'n1', 'Release', 'job').map(({ command, entry }) => [command.renewals, entry.result.type])).toEqual([
+      [0, 'NotHeld'],
+      [1, 'Released'],
+    ]);
+    await expectEverywhere(c, 'job', undefined);
+  });
+
+  for (const [marginMs, shortest] of [
+    [0, 2],
+    [1_000, 1_002],
+  ] as const) {
+    it(`the 'ttl too short' message names the shortest accepted TTL (margin ${marginMs} ms: ${shortest} ms)`, async () => {
+      const c = await startCluster({ lease: { marginMs } });
+      const named = async (ttlMs: number): Promise<number> => {
+        const refused = await settleOutcome(c, node(c, 'n2').tryAcquire('short', { ttlMs }));
+        if (refused.ok) throw new Error(`ttl ${ttlMs} was accepted`);
+        expectCode(refused.error, 'InvalidArgument');
+        const message = (refused.error as Error).message;
+        const match = /use at least (\d+) ms/.exec(message);
+        if (match === null) throw new Error(`no 'use at least N ms' in: ${message}`);
+        return Number(match[1]);
+      };
+      const minimum = await named(1);
+      expect(minimum).toBe(shortest);
+      expect(validity(minimum, marginMs)).toBeGreaterThan(0);
+      expect(validity(minimum - 1, marginMs)).toBeLessThanOrEqual(0);
+      // One below is refused, naming the same minimum…
+      expect(await named(minimum - 1)).toBe(minimum);
+      // …and the named TTL is accepted, leaving the holder some validity.
+      const sentAtMs = c.clock.nowMs();
+      const lease = await grant(c, 'n2', 'short', minimum);
+      expect(lease.ttlMs).toBe(minimum);
+      expect(lease.validUntil - sentAtMs).toBe(validity(minimum, marginMs));
+      expect(lease.validUntil).toBeGreaterThan(sentAtMs);
+      expect(appliedCommands(c, 'n1', 'Acquire', 'short').map(({ entry }) => entry.result)).toMatchObject([{ type: 'Granted', lease: { owner: 'n2', ttlMs: minimum } }]);
+    });
+  }
 });
+
+/**
+ * Starts `id` again (the caller stopped it) on the same storage with the same seed and the default test
+ * lease options, and puts the new incarnation in its place in the cluster.
+ */
+async function restartNode(c: Cluster, id: Id): Promise<LeaseNode> {
+  const storage = c.storages.get(id);
+  if (storage === undefined) throw new Error(`no storage for ${id}`);
+  const transport = new FilteringTransport(c.network.connect(nodeId(id)));
+  const restarted = await LeaseNode.start({
+    id,
+    voters: IDS,
+    transport,
+    storage,
+    clock: c.clock,
+    seed: 11 + IDS.indexOf(id),
+    tickIntervalMs: TICK_MS,
+    onFatalError: (error) => c.fatalErrors.push(error),
+    lease: { maxClockDriftPpm: DRIFT_PPM, marginMs: MARGIN_MS },
+  });
+  c.nodes.set(id, restarted);
+  c.transports.set(id, transport);
+  c.applied.set(id, recordApplies(c, restarted));
+  return restarted;
+}

@@ -348,3 +348,40 @@ describe('help and unusable output paths', () => {
     expect(stderr).toContain('--trace /nonexistent-folder/trace.txt: the folder does not exist or is not writable');
   });
 });
+
+describe('sim run --workload lock', () => {
+  it('--history writes the lock client history: JSON lines with exactly process, type, f, key, value, time', async () => {
+    const file = join(dir, 'lock-history.jsonl');
+    const { code, stdout, stderr } = await run(['run', '--seed', '3', '--workload', 'lock', '--duration', '2000', '--history', file]);
+    expect(stderr).toBe('');
+    expect(code).toBe(0);
+    expect(stdout).toMatch(/^seed 3: ok — /);
+    const text = readFileSync(file, 'utf8');
+    expect(text.endsWith('\n')).toBe(true);
+    const lines = text.slice(0, -1).split('\n');
+    expect(lines.length).toBeGreaterThan(0);
+    const events = lines.map((line) => JSON.parse(line) as Record<string, unknown>);
+    let previousTime = -Infinity;
+    for (const [position, event] of events.entries()) {
+      const where = `line ${position + 1}: ${lines[position] ?? ''}`;
+      expect(Object.keys(event).sort(), where).toEqual(['f', 'key', 'process', 'time', 'type', 'value']);
+      expect(['acquire', 'renew', 'release'], where).toContain(event.f);
+      expect(['invoke', 'ok', 'fail', 'info'], where).toContain(event.type);
+      expect(Number.isSafeInteger(event.process), where).toBe(true);
+      expect(typeof event.key, where).toBe('string');
+      expect(Number.isSafeInteger(event.time), where).toBe(true);
+      expect(event.time as number, where).toBeGreaterThanOrEqual(previousTime);
+      previousTime = event.time as number;
+    }
+    // A real lock workload: acquisitions were attempted and some succeeded.
+    expect(events.some((event) => event.f === 'acquire' && event.type === 'invoke')).toBe(true);
+    expect(events.some((event) => event.f === 'acquire' && event.type === 'ok')).toBe(true);
+  });
+
+  it('--workload bogus is a usage error that names lock among the accepted values', async () => {
+    const { code, stdout, stderr } = await run(['run', '--seed', '3', '--workload', 'bogus']);
+    expect(code).toBe(2);
+    expect(stdout).toBe('');
+    expect(stderr).toMatch(/--workload must be [^\n]*\block\b[^\n]*, got 'bogus'/);
+  });
+});
