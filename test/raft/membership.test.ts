@@ -35,7 +35,6 @@ import { TestCluster, describeMessage, electedCluster } from '../support/cluster
 // ---------------------------------------------------------------------------------------------
 // Bounds and fixtures
 
-const MAX_DELIVERY_ROUNDS = 10_000;
 /** Rounds of "tick every node, deliver everything" allowed for an election to settle. */
 const MAX_ELECTION_ROUNDS = 200;
 const FIVE = ['n1', 'n2', 'n3', 'n4', 'n5'] as const;
@@ -49,25 +48,6 @@ function must<T>(value: T | undefined | null, what: string): T {
 
 const members = (voters: readonly string[], learners: readonly string[] = []): Membership => ({ voters: voters.map(nodeId), learners: learners.map(nodeId) });
 
-/** Delivers queued messages that match (and the matching messages they cause); the rest stay queued. */
-function deliverWhere(cluster: TestCluster, predicate: (message: Message) => boolean): number {
-  let delivered = 0;
-  for (let round = 0; round < MAX_DELIVERY_ROUNDS; round++) {
-    const batch = cluster.queue.filter(predicate);
-    if (batch.length === 0) return delivered;
-    cluster.queue = cluster.queue.filter((message) => !predicate(message));
-    for (const message of batch) if (cluster.deliverOne(message)) delivered++;
-  }
-  throw new Error('selective delivery did not quiesce');
-}
-
-/** Removes and returns the first queued message that matches. */
-function take(cluster: TestCluster, predicate: (message: Message) => boolean): Message {
-  const position = cluster.queue.findIndex(predicate);
-  if (position < 0) throw new Error(`no queued message matches; queue: ${cluster.queue.map(describeMessage).join(' | ')}`);
-  const [message] = cluster.queue.splice(position, 1);
-  return must(message, 'queued message');
-}
 
 const between =
   (...ids: readonly string[]) =>
@@ -127,7 +107,7 @@ describe('thesis §4.1 proposeMembershipChange refusals', () => {
   it('a new leader refuses with ChangeInProgress until it has committed an entry of its own term', () => {
     const cluster = new TestCluster(['n1', 'n2', 'n3']);
     cluster.campaign('n1');
-    deliverWhere(cluster, (message) => message.type === 'VoteRequest' || message.type === 'VoteResponse');
+    cluster.deliverWhere((message) => message.type === 'VoteRequest' || message.type === 'VoteResponse');
     expect(cluster.leaders()).toEqual(['n1']);
     expect(cluster.node('n1').status()).toMatchObject({ lastIndex: 1, commitIndex: 0 });
     expect(refusalOf(cluster.changeMembership('n1', 'AddLearner', 'n4'))).toBe('ChangeInProgress');
@@ -211,7 +191,7 @@ describe('thesis §4.1 a change takes effect as soon as it is in a log', () => {
     cluster.changeMembership('n1', 'AddLearner', 'n4');
     expect(cluster.node('n1').status()).toMatchObject({ membership: after, lastIndex: 2, commitIndex: 1 });
     expect([...cluster.node('n1').status().progress.keys()].sort()).toEqual(['n1', 'n2', 'n3', 'n4']);
-    cluster.deliverOne(take(cluster, (message) => message.type === 'AppendRequest' && message.to === 'n2'));
+    cluster.deliverOne(cluster.take((message) => message.type === 'AppendRequest' && message.to === 'n2'));
     expect(cluster.node('n2').status()).toMatchObject({ membership: after, lastIndex: 2, commitIndex: 1 });
     expect(cluster.node('n3').status().membership).toEqual(before);
     cluster.deliverAll();
@@ -226,7 +206,7 @@ describe('thesis §4.1 a change takes effect as soon as it is in a log', () => {
     const five = members(FIVE);
     // n1 appends "add learner n6"; only n2 gets it, and n2's answer is lost.
     cluster.changeMembership('n1', 'AddLearner', 'n6');
-    cluster.deliverOne(take(cluster, (message) => message.type === 'AppendRequest' && message.to === 'n2'));
+    cluster.deliverOne(cluster.take((message) => message.type === 'AppendRequest' && message.to === 'n2'));
     cluster.dropAll();
     expect(cluster.node('n2').status()).toMatchObject({ membership: members(FIVE, ['n6']), commitIndex: 1, lastIndex: 2 });
     // n3 is elected by n3, n4, n5, whose logs lack the change, and overwrites index 2 with its no-op.
@@ -288,7 +268,7 @@ describe('thesis §4.2.1 learners', () => {
     cluster.partition(['n1', 'n2', 'n4'], ['n3']);
     cluster.propose('n1', 'z');
     // n1 and n2 alone are two of four voters: not a majority.
-    deliverWhere(cluster, between('n1', 'n2'));
+    cluster.deliverWhere(between('n1', 'n2'));
     expect(cluster.node('n2').status().lastIndex).toBe(4);
     expect(cluster.node('n1').status().commitIndex).toBe(3);
     cluster.deliverAll();

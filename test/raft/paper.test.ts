@@ -34,7 +34,6 @@ import { TestCluster, describeMessage, type StoredState } from '../support/clust
 /** Most Ready batches one drain handles; a node needing more is stuck in a loop. */
 const MAX_READY_ROUNDS = 100;
 /** Most delivery rounds of a selective delivery before we call the network non-quiescent. */
-const MAX_DELIVERY_ROUNDS = 10_000;
 /** Election timeout used where the test counts ticks. */
 const ELECTION_TIMEOUT_TICKS = 10;
 const THREE = ['n1', 'n2', 'n3'] as const;
@@ -179,25 +178,6 @@ const involves =
   (message: Message): boolean =>
     message.from === id || message.to === id;
 
-/** Delivers queued messages that match (and the matching messages they cause); the rest stay queued. */
-function deliverWhere(cluster: TestCluster, predicate: (message: Message) => boolean): number {
-  let delivered = 0;
-  for (let round = 0; round < MAX_DELIVERY_ROUNDS; round++) {
-    const batch = cluster.queue.filter(predicate);
-    if (batch.length === 0) return delivered;
-    cluster.queue = cluster.queue.filter((message) => !predicate(message));
-    for (const message of batch) if (cluster.deliverOne(message)) delivered++;
-  }
-  throw new Error('selective delivery did not quiesce');
-}
-
-/** Removes and returns the first queued message that matches. */
-function take(cluster: TestCluster, predicate: (message: Message) => boolean): Message {
-  const position = cluster.queue.findIndex(predicate);
-  if (position < 0) throw new Error(`no queued message matches; queue: ${cluster.queue.map(describeMessage).join(' | ')}`);
-  const [message] = cluster.queue.splice(position, 1);
-  return must(message, 'queued message');
-}
 
 function electLeader(cluster: TestCluster, id: string): void {
   cluster.campaign(id);
@@ -511,10 +491,10 @@ describe('§5.2 leader election', () => {
   it('a candidate wins with votes from a majority of the cluster, and not with fewer', () => {
     const cluster = new TestCluster(FIVE, { preVote: false });
     cluster.campaign('n1');
-    deliverWhere(cluster, involves('n2'));
+    cluster.deliverWhere(involves('n2'));
     // Itself and n2: 2 of 5.
     expect(cluster.node('n1').status().role).toBe('Candidate');
-    deliverWhere(cluster, involves('n3'));
+    cluster.deliverWhere(involves('n3'));
     // Itself, n2 and n3: 3 of 5, a majority, while n4 and n5 have not answered.
     expect(cluster.node('n1').status()).toMatchObject({ role: 'Leader', term: 1 });
     expect(cluster.queue.some((message) => message.type === 'VoteRequest' && message.to === 'n4')).toBe(true);
@@ -525,9 +505,9 @@ describe('§5.2 leader election', () => {
     cluster.campaign('n1');
     cluster.campaign('n2');
     expect(cluster.node('n2').status()).toMatchObject({ role: 'Candidate', term: 1 });
-    deliverWhere(cluster, (message) => involves('n1')(message) && involves('n3')(message));
+    cluster.deliverWhere((message) => involves('n1')(message) && involves('n3')(message));
     expect(cluster.node('n1').status()).toMatchObject({ role: 'Leader', term: 1 });
-    const append = take(cluster, (message) => message.type === 'AppendRequest' && message.to === 'n2');
+    const append = cluster.take((message) => message.type === 'AppendRequest' && message.to === 'n2');
     expect(append.term).toBe(1);
     cluster.deliverOne(append);
     expect(cluster.node('n2').status()).toMatchObject({ role: 'Follower', term: 1, leader: 'n1' });
@@ -537,8 +517,8 @@ describe('§5.2 leader election', () => {
     const cluster = new TestCluster(THREE, { preVote: false });
     cluster.campaign('n1');
     cluster.campaign('n2');
-    const fromN1 = take(cluster, (message) => message.type === 'VoteRequest' && message.from === 'n1' && message.to === 'n3');
-    const fromN2 = take(cluster, (message) => message.type === 'VoteRequest' && message.from === 'n2' && message.to === 'n3');
+    const fromN1 = cluster.take((message) => message.type === 'VoteRequest' && message.from === 'n1' && message.to === 'n3');
+    const fromN2 = cluster.take((message) => message.type === 'VoteRequest' && message.from === 'n2' && message.to === 'n3');
     expect(fromN1.term).toBe(fromN2.term);
     cluster.queue = [];
     cluster.deliverOne(fromN1);
@@ -720,7 +700,7 @@ describe('§5.3 log replication (Figure 2, AppendEntries receiver)', () => {
     electLeader(cluster, 'n1');
     cluster.propose('n1', 'x');
     const carriesCommit2 = (message: Message): boolean => message.type === 'AppendRequest' && message.leaderCommit >= 2;
-    deliverWhere(cluster, (message) => !carriesCommit2(message));
+    cluster.deliverWhere((message) => !carriesCommit2(message));
     expect(cluster.node('n1').status().commitIndex).toBe(2);
     for (const id of ['n2', 'n3']) expect(cluster.node(id).status().commitIndex).toBe(1);
     expect(cluster.queue.filter(carriesCommit2).map((message) => message.to).sort()).toEqual(['n2', 'n3']);
@@ -736,7 +716,7 @@ describe('§5.3 log replication (Figure 2, AppendEntries receiver)', () => {
     electLeader(cluster, 'n1');
     cluster.propose('n1', 'x');
     const carriesCommit2 = (message: Message): boolean => message.type === 'AppendRequest' && message.leaderCommit >= 2;
-    deliverWhere(cluster, (message) => !carriesCommit2(message));
+    cluster.deliverWhere((message) => !carriesCommit2(message));
     expect(cluster.queue.filter(carriesCommit2)).toHaveLength(2);
     cluster.dropAll();
     for (const id of ['n2', 'n3']) expect(cluster.node(id).status().commitIndex).toBe(1);
@@ -819,7 +799,7 @@ describe('§5.3 log replication (Figure 2, AppendEntries receiver)', () => {
     cluster.propose('n1', 'a');
     cluster.propose('n1', 'b');
     // Both messages of n3's window are lost; n2 gets everything.
-    deliverWhere(cluster, (message) => !involves('n3')(message));
+    cluster.deliverWhere((message) => !involves('n3')(message));
     expect(cluster.node('n1').status().progress.get(nodeId('n3'))).toMatchObject({ state: 'Replicate', inflightMessages: 2 });
     cluster.dropAll();
     cluster.propose('n1', 'c');
@@ -1103,10 +1083,10 @@ describe('Flow control', () => {
     const cluster = new TestCluster(THREE);
     cluster.campaign('n1');
     // n1 wins with n2's vote; nothing reaches n3 or comes back from it.
-    deliverWhere(cluster, (message) => !involves('n3')(message));
+    cluster.deliverWhere((message) => !involves('n3')(message));
     expect(cluster.leaders()).toEqual(['n1']);
     for (const text of ['a', 'b', 'c', 'd']) cluster.propose('n1', text);
-    deliverWhere(cluster, (message) => !involves('n3')(message));
+    cluster.deliverWhere((message) => !involves('n3')(message));
     expect(cluster.node('n1').status().commitIndex).toBe(5);
     expect(cluster.node('n1').status().progress.get(nodeId('n3'))?.state).toBe('Probe');
     expect(ofType(cluster.queue, 'AppendRequest').filter((message) => message.to === 'n3')).toHaveLength(1);
@@ -1123,7 +1103,7 @@ describe('Flow control', () => {
     electLeader(cluster, 'n1');
     expect(cluster.node('n1').status().progress.get(nodeId('n3'))?.state).toBe('Replicate');
     for (const text of ['a', 'b', 'c', 'd', 'e']) cluster.propose('n1', text);
-    deliverWhere(cluster, (message) => !involves('n3')(message));
+    cluster.deliverWhere((message) => !involves('n3')(message));
     expect(cluster.node('n1').status().commitIndex).toBe(6);
     expect(ofType(cluster.queue, 'AppendRequest').filter((message) => message.to === 'n3')).toHaveLength(maxInflightMessages);
     expect(cluster.node('n1').status().progress.get(nodeId('n3'))?.inflightMessages).toBe(maxInflightMessages);
@@ -1135,7 +1115,7 @@ describe('Flow control', () => {
     const cluster = new TestCluster(THREE, { maxInflightBytes: 10, maxEntriesPerMessage: 1 });
     electLeader(cluster, 'n1');
     for (const text of ['aaaaaa', 'bbbbbb', 'cccccc']) cluster.propose('n1', text);
-    deliverWhere(cluster, (message) => !involves('n3')(message));
+    cluster.deliverWhere((message) => !involves('n3')(message));
     // 6 bytes in flight is under the limit, 12 is not: two messages.
     expect(ofType(cluster.queue, 'AppendRequest').filter((message) => message.to === 'n3')).toHaveLength(2);
     cluster.deliverAll();
@@ -1234,7 +1214,7 @@ describe('Proposals', () => {
     const observed = observeReadys(cluster, ['n2']);
     cluster.node('n2').propose(bytes('once'), 7);
     cluster.flush('n2');
-    const request = take(cluster, (message) => message.type === 'ProposeRequest');
+    const request = cluster.take((message) => message.type === 'ProposeRequest');
     cluster.queue.push(request, request);
     cluster.deliverAll();
     cluster.tick('n1');

@@ -27,7 +27,7 @@ import {
   type Ready,
   type Snapshot,
 } from '../../src/raft/index.js';
-import { TestCluster, describeMessage, electedCluster, type StoredState } from '../support/cluster.js';
+import { TestCluster, electedCluster, type StoredState } from '../support/cluster.js';
 
 // ---------------------------------------------------------------------------------------------
 // Bounds and fixtures
@@ -94,25 +94,6 @@ function installSnapshot(fields: { term: number; index: number; indexTerm: numbe
   };
 }
 
-/** Delivers queued messages that match (and the matching messages they cause); the rest stay queued. */
-function deliverWhere(cluster: TestCluster, predicate: (message: Message) => boolean): number {
-  let delivered = 0;
-  for (let round = 0; round < MAX_DELIVERY_ROUNDS; round++) {
-    const batch = cluster.queue.filter(predicate);
-    if (batch.length === 0) return delivered;
-    cluster.queue = cluster.queue.filter((message) => !predicate(message));
-    for (const message of batch) if (cluster.deliverOne(message)) delivered++;
-  }
-  throw new Error('selective delivery did not quiesce');
-}
-
-/** Removes and returns the first queued message that matches. */
-function take(cluster: TestCluster, predicate: (message: Message) => boolean): Message {
-  const position = cluster.queue.findIndex(predicate);
-  if (position < 0) throw new Error(`no queued message matches; queue: ${cluster.queue.map(describeMessage).join(' | ')}`);
-  const [message] = cluster.queue.splice(position, 1);
-  return must(message, 'queued message');
-}
 
 const chunksTo = (cluster: TestCluster, to: string): InstallSnapshot[] => ofType(cluster.queue, 'InstallSnapshot').filter((message) => message.to === to);
 
@@ -150,7 +131,7 @@ function laggingFollowerCluster(texts: readonly string[], options: Partial<RaftO
  */
 function startTransfer(cluster: TestCluster, leader = 'n1', follower = 'n3'): InstallSnapshot[] {
   cluster.tick(leader);
-  deliverWhere(cluster, (message) => message.type !== 'InstallSnapshot');
+  cluster.deliverWhere((message) => message.type !== 'InstallSnapshot');
   expect(progressOf(cluster, leader, follower).state).toBe('Snapshot');
   return chunksTo(cluster, follower);
 }
@@ -286,10 +267,10 @@ describe('§7 InstallSnapshot from the leader: chunks and flow control', () => {
     ]);
     // Nothing more goes out until the leader hears an acknowledgement.
     expect(chunksTo(cluster, 'n3')).toEqual([]);
-    cluster.deliverOne(take(cluster, (message) => message.type === 'SnapshotResponse'));
+    cluster.deliverOne(cluster.take((message) => message.type === 'SnapshotResponse'));
     expect(chunksTo(cluster, 'n3').map((chunk) => chunk.offset)).toEqual([8]);
     expect(progressOf(cluster, 'n1', 'n3').snapshotAckedBytes).toBe(4);
-    cluster.deliverOne(take(cluster, (message) => message.type === 'SnapshotResponse'));
+    cluster.deliverOne(cluster.take((message) => message.type === 'SnapshotResponse'));
     expect(chunksTo(cluster, 'n3').map((chunk) => chunk.offset)).toEqual([8, 12]);
     expect(progressOf(cluster, 'n1', 'n3').snapshotAckedBytes).toBe(8);
   });
@@ -302,12 +283,12 @@ describe('§7 InstallSnapshot from the leader: chunks and flow control', () => {
     // Chunk 0 arrives; chunk 4 is lost.
     cluster.deliverOne(must(first, 'first chunk'));
     expect(second?.offset).toBe(4);
-    cluster.deliverOne(take(cluster, (message) => message.type === 'SnapshotResponse'));
+    cluster.deliverOne(cluster.take((message) => message.type === 'SnapshotResponse'));
     // The acknowledgement let chunk 8 go; it arrives after the hole.
-    const third = take(cluster, (message) => message.type === 'InstallSnapshot');
+    const third = cluster.take((message) => message.type === 'InstallSnapshot');
     expect(third).toMatchObject({ offset: 8 });
     cluster.deliverOne(third);
-    const gap = take(cluster, (message) => message.type === 'SnapshotResponse');
+    const gap = cluster.take((message) => message.type === 'SnapshotResponse');
     expect(gap).toMatchObject({ from: 'n3', to: 'n1', snapshotIndex: 6, receivedBytes: 4, gap: true });
     cluster.deliverOne(gap);
     expect(chunksTo(cluster, 'n3').map((chunk) => chunk.offset)).toEqual([4, 8]);
@@ -321,11 +302,11 @@ describe('§7 InstallSnapshot from the leader: chunks and flow control', () => {
     const heartbeatIntervalTicks = 2;
     const cluster = laggingFollowerCluster(texts, { ...CHUNKED, heartbeatIntervalTicks });
     cluster.tick('n1', heartbeatIntervalTicks);
-    deliverWhere(cluster, (message) => message.type !== 'InstallSnapshot');
+    cluster.deliverWhere((message) => message.type !== 'InstallSnapshot');
     expect(progressOf(cluster, 'n1', 'n3').state).toBe('Snapshot');
     // Chunk 0 arrives and is acknowledged; chunks 4 and 8 (sent on that acknowledgement) are lost.
-    cluster.deliverOne(take(cluster, (message) => message.type === 'InstallSnapshot' && message.offset === 0));
-    cluster.deliverOne(take(cluster, (message) => message.type === 'SnapshotResponse'));
+    cluster.deliverOne(cluster.take((message) => message.type === 'InstallSnapshot' && message.offset === 0));
+    cluster.deliverOne(cluster.take((message) => message.type === 'SnapshotResponse'));
     expect(chunksTo(cluster, 'n3').map((chunk) => chunk.offset)).toEqual([4, 8]);
     expect(progressOf(cluster, 'n1', 'n3').snapshotAckedBytes).toBe(4);
     cluster.dropAll();
@@ -337,7 +318,7 @@ describe('§7 InstallSnapshot from the leader: chunks and flow control', () => {
     expect(deliveredChunks(cluster, 'n3')).toHaveLength(1);
     // Second round trip without progress: resend from the acknowledged offset.
     cluster.tick('n1', heartbeatIntervalTicks);
-    deliverWhere(cluster, (message) => message.type !== 'InstallSnapshot');
+    cluster.deliverWhere((message) => message.type !== 'InstallSnapshot');
     expect(chunksTo(cluster, 'n3').map((chunk) => chunk.offset)).toEqual([4, 8]);
     cluster.deliverAll();
     expect(cluster.appliedData('n3')).toEqual(texts);
@@ -529,7 +510,7 @@ describe('§7 compaction while a snapshot is being sent', () => {
     expect(chunks.every((chunk) => chunk.metadata.index === 4)).toBe(true);
     // Meanwhile more entries commit (n1 and n2), and n1 snapshots at 6.
     for (const text of ['d', 'e']) cluster.propose('n1', text);
-    deliverWhere(cluster, (message) => message.from !== 'n3' && message.to !== 'n3');
+    cluster.deliverWhere((message) => message.from !== 'n3' && message.to !== 'n3');
     expect(cluster.node('n1').status()).toMatchObject({ commitIndex: 6, appliedIndex: 6 });
     expect(cluster.compact('n1')).toBe(4);
     expect(cluster.node('n1').raft.log.snapshotIndex()).toBe(4);

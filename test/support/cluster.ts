@@ -232,6 +232,26 @@ export class TestCluster {
     return true;
   }
 
+  /** Delivers queued messages that match (and the matching messages they cause); the rest stay queued. */
+  deliverWhere(predicate: (message: Message) => boolean): number {
+    let delivered = 0;
+    for (let round = 0; round < MAX_DELIVERY_ROUNDS; round++) {
+      const batch = this.queue.filter(predicate);
+      if (batch.length === 0) return delivered;
+      this.queue = this.queue.filter((message) => !predicate(message));
+      for (const message of batch) if (this.deliverOne(message)) delivered++;
+    }
+    throw new Error('selective delivery did not quiesce');
+  }
+
+  /** Removes and returns the first queued message that matches. */
+  take(predicate: (message: Message) => boolean): Message {
+    const position = this.queue.findIndex(predicate);
+    const message = position < 0 ? undefined : this.queue.splice(position, 1)[0];
+    if (message === undefined) throw new Error(`no queued message matches; queue: ${this.queue.map(describeMessage).join(' | ')}`);
+    return message;
+  }
+
   /** Drops every queued message. */
   dropAll(): void {
     for (const message of this.queue) this.trace.push(`drop ${describeMessage(message)}`);
