@@ -10,6 +10,7 @@ export * from './faults.js';
 export * from './kv.js';
 export * from './linearizability.js';
 export * from './lock.js';
+export * from './lock-linearizability.js';
 export * from './simulation.js';
 export * from './world.js';
 export { parseSeedRange, replayCommandLine, runSimCli, sweep, type CliOutput, type SweepSummary } from './cli.js';

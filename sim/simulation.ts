@@ -11,6 +11,7 @@ import { SeededPrng, nodeId, randomIntBelow, type Prng, type RaftOptions } from 
 import { LeaseNode } from '../src/lease/index.js';
 import { RaftNode, type SnapshotPolicy, type StateMachine } from '../src/runtime/index.js';
 import { DEFAULT_LOCK_WORKLOAD, LockWorkload, type LockHistoryEvent, type LockWorkloadOptions } from './lock.js';
+import { checkLockLinearizable } from './lock-linearizability.js';
 import { SafetyChecker, ViolationError, type Violation } from './checkers.js';
 import { enabledFaults, swarmFaults, type FaultConfig } from './faults.js';
 import { DEFAULT_KV_WORKLOAD, KvStateMachine, KvWorkload, encodeKvCommand, type KvResult, type KvWorkloadOptions } from './kv.js';
@@ -341,9 +342,19 @@ export class Simulation {
     this.lockWorkload?.stop();
     this.lockWorkload?.finish();
     const exclusionPromised = this.faults.driftMaxPpm <= this.maxDriftPpm && this.faults.clockJumpEveryMs === 0;
+    let lockLinearizability: SimulationResult['linearizability'] = 'skipped';
     if (this.lockWorkload !== null && this.violation === null) {
       const verdict = this.lockWorkload.verdict(exclusionPromised, LOCK_MARGIN_MS, (node, fromNs, toNs) => this.pausedMsDuring(node, fromNs, toNs));
       if (verdict !== null) this.violation = { property: verdict.property, message: verdict.message, nodes: [], step: world.steps, timeNs: world.nowNs };
+    }
+    if (this.lockWorkload !== null && this.violation === null) {
+      const verdict = checkLockLinearizable(this.lockWorkload.history, { maxSteps: this.options.linearizabilityMaxSteps ?? 2_000_000 });
+      if (verdict.ok === true) lockLinearizability = 'ok';
+      else if (verdict.ok === 'unknown') lockLinearizability = 'unknown';
+      else {
+        lockLinearizability = 'violated';
+        this.violation = { property: 'Linearizability', message: `lock history of '${verdict.key}' is not linearizable: ${verdict.reason}`, nodes: [], step: world.steps, timeNs: world.nowNs };
+      }
     }
     const history = this.workload?.history ?? [];
     let linearizability: SimulationResult['linearizability'] = 'skipped';
@@ -370,7 +381,7 @@ export class Simulation {
       livenessMs: this.livenessAtNs === null || this.healedAtNs === null ? null : (this.livenessAtNs - this.healedAtNs) / NS_PER_MS,
       committedEntries: this.checker.committedCount(),
       history,
-      linearizability,
+      linearizability: this.lockWorkload === null ? linearizability : lockLinearizability,
       leaseExclusion: this.lockWorkload === null ? 'skipped' : exclusionPromised ? 'checked' : 'not-promised',
       lockStats: this.lockWorkload?.stats ?? null,
       lockHistory: this.lockWorkload?.history ?? [],
