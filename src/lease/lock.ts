@@ -225,6 +225,23 @@ export class LeaseNode implements DistributedLock {
     }
   }
 
+  /**
+   * Releases the lease on `key` granted under `fencingToken` without a `Lease` object (tools, an
+   * operator's API). Rejects with `InvalidArgument` and changes nothing when no such lease exists: no
+   * lease on the key, another owner, or another token.
+   */
+  async release(key: string, options: { readonly fencingToken: number; readonly owner?: string }): Promise<void> {
+    const owner = options.owner ?? this.defaultOwner;
+    const problem = invalidLeaseKey(key) ?? invalidLeaseOwner(owner) ?? (Number.isSafeInteger(options.fencingToken) && options.fencingToken >= 1 ? null : 'the fencing token must be a positive integer');
+    if (problem !== null) throw new RaftLeaseError('InvalidArgument', problem);
+    const result = await this.submit({ type: 'Release', key, owner, fencingToken: options.fencingToken as LogIndex, requestId: this.requestId() }, undefined);
+    if (result.type === 'Released') return;
+    if (result.type === 'NotHeld') {
+      throw new RaftLeaseError('InvalidArgument', `no lease on '${key}' held by ${owner} under token ${options.fencingToken} (${result.reason}); nothing was released`);
+    }
+    throw unexpected(result);
+  }
+
   // ---------------------------------------------------------------------------------------------
   // Internals used by HeldLease
 

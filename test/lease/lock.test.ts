@@ -1182,3 +1182,24 @@ async function restartNode(c: Cluster, id: Id): Promise<LeaseNode> {
   c.applied.set(id, recordApplies(c, restarted));
   return restarted;
 }
+
+describe('LeaseNode.release(key, token): releasing without a Lease object', () => {
+  it('releases the lease named by key, owner and token, and refuses unknown tokens with InvalidArgument, changing nothing', async () => {
+    const c = await startCluster();
+    const lease = await grant(c, 'n2', 'job', 10_000, 'alice');
+    const wrongToken = await settleOutcome(c, node(c, 'n3').release('job', { fencingToken: lease.fencingToken + 1, owner: 'alice' }));
+    expect(wrongToken.ok).toBe(false);
+    if (!wrongToken.ok) expect(wrongToken.error).toMatchObject({ code: 'InvalidArgument' });
+    const wrongOwner = await settleOutcome(c, node(c, 'n3').release('job', { fencingToken: lease.fencingToken, owner: 'bob' }));
+    if (!wrongOwner.ok) expect(wrongOwner.error).toMatchObject({ code: 'InvalidArgument' });
+    expect(wrongOwner.ok).toBe(false);
+    const noLease = await settleOutcome(c, node(c, 'n3').release('other', { fencingToken: 1, owner: 'alice' }));
+    expect(noLease.ok).toBe(false);
+    for (const id of IDS) expect(node(c, id).table.get('job')).toMatchObject({ owner: 'alice', fencingToken: lease.fencingToken });
+    await settle(c, node(c, 'n3').release('job', { fencingToken: lease.fencingToken, owner: 'alice' }));
+    await advanceUntil(c, () => IDS.every((id) => node(c, id).table.get('job') === undefined), 2_000);
+    const bad = await settleOutcome(c, node(c, 'n1').release('job', { fencingToken: 0, owner: 'alice' }));
+    if (!bad.ok) expect(bad.error).toMatchObject({ code: 'InvalidArgument' });
+    expect(bad.ok).toBe(false);
+  });
+});
