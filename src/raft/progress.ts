@@ -29,9 +29,9 @@ export interface SnapshotTransfer {
   /** Set by a heartbeat answer, cleared by any chunk acknowledgement: two heartbeats without progress mean a lost chunk. */
   stalled: boolean;
   /**
-   * The offset the leader last rewound to on a gap answer, until the follower acknowledges more: the
-   * other chunks of the window in flight produce the same gap answer, and resending a window for each
-   * would multiply the traffic with every round.
+   * The offset the leader last rewound to on a gap answer (null before any, and after a stall resend).
+   * Chunks from there on were sent again in order, so a gap answer inside that range comes from an
+   * older window still in flight and is ignored: resending a window for each would multiply traffic.
    */
   rewoundTo: number | null;
 }

@@ -254,7 +254,7 @@ export class Raft {
   /** The newest snapshot this node has: sent to followers that need compacted entries. */
   private latestSnapshot: Snapshot | null;
   /** Follower only: the snapshot being received in chunks. */
-  private incomingSnapshot: { readonly message: InstallSnapshot; readonly chunks: Uint8Array[]; receivedBytes: number } | null = null;
+  private incomingSnapshot: { readonly message: InstallSnapshot; readonly chunks: Uint8Array[]; receivedBytes: number; gapReportedAt: number | null } | null = null;
   /** A snapshot received from the leader, to be persisted and restored by the runtime. */
   private snapshotToInstall: Snapshot | null = null;
 
@@ -1233,8 +1233,10 @@ export class Raft {
     transfer.stalled = false;
     const received = Math.min(response.receivedBytes, transfer.snapshot.data.byteLength);
     if (response.gap) {
-      // Later chunks of a window already resent from this offset report the same gap: ignore them.
-      if (transfer.rewoundTo === received) return;
+      // The chunk at `received` was already sent again since the last rewind: this gap answer comes
+      // from a chunk of an earlier window still in flight. Rewinding again for each of those would
+      // multiply the traffic; if the resent chunk is lost too, the heartbeat stall check resends.
+      if (transfer.rewoundTo !== null && received >= transfer.rewoundTo && received < transfer.sentBytes) return;
       // A chunk was lost, or the follower restarted and lost what it had received: resume from what
       // it holds now, even if that is less than it acknowledged before.
       transfer.ackedBytes = received;
@@ -1243,7 +1245,6 @@ export class Raft {
       transfer.rewoundTo = received;
     } else if (received > transfer.ackedBytes) {
       transfer.ackedBytes = received;
-      transfer.rewoundTo = null;
     }
     this.sendSnapshotChunks(response.from, pr);
   }
@@ -1274,7 +1275,7 @@ export class Raft {
       if (message.totalBytes > this.config.maxSnapshotBytes) return;
       // Chunks are matched by snapshot index, term and size: snapshots at one index are byte-identical
       // on every node (deterministic state machines), so a new leader's transfer may continue an old one.
-      incoming = { message, chunks: [], receivedBytes: 0 };
+      incoming = { message, chunks: [], receivedBytes: 0, gapReportedAt: null };
       this.incomingSnapshot = incoming;
     }
     invariant(incoming !== null, 'no incoming snapshot');
@@ -1283,7 +1284,11 @@ export class Raft {
       return;
     }
     if (message.offset > incoming.receivedBytes) {
-      ack(incoming.receivedBytes, true);
+      // One gap answer per position: the rest of the window in flight would report the same gap.
+      if (incoming.gapReportedAt !== incoming.receivedBytes) {
+        incoming.gapReportedAt = incoming.receivedBytes;
+        ack(incoming.receivedBytes, true);
+      }
       return;
     }
     incoming.chunks.push(message.data);
