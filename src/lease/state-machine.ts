@@ -104,11 +104,17 @@ export function encodeLeaseCommand(command: LeaseCommand): Uint8Array {
   }
 }
 
+/** Whether `text` needs more than `maxBytes` bytes in UTF-8 (a UTF-16 unit takes at most 3). */
+function longerThanUtf8(text: string, maxBytes: number): boolean {
+  if (text.length * 3 <= maxBytes) return false;
+  return utf8.encode(text).byteLength > maxBytes;
+}
+
 /** Why `key` is not an acceptable lease key, or null. */
 export function invalidLeaseKey(key: unknown): string | null {
   if (typeof key !== 'string' || key.length === 0) return 'the key must be a non-empty string';
   if (LONE_SURROGATE.test(key)) return 'the key is not well-formed Unicode';
-  if (utf8.encode(key).byteLength > MAX_LEASE_KEY_BYTES) return `the key is longer than ${MAX_LEASE_KEY_BYTES} UTF-8 bytes`;
+  if (longerThanUtf8(key, MAX_LEASE_KEY_BYTES)) return `the key is longer than ${MAX_LEASE_KEY_BYTES} UTF-8 bytes`;
   return null;
 }
 
@@ -116,7 +122,7 @@ export function invalidLeaseKey(key: unknown): string | null {
 export function invalidLeaseOwner(owner: unknown): string | null {
   if (typeof owner !== 'string' || owner.length === 0) return 'the owner must be a non-empty string';
   if (LONE_SURROGATE.test(owner)) return 'the owner is not well-formed Unicode';
-  if (utf8.encode(owner).byteLength > MAX_LEASE_OWNER_BYTES) return `the owner is longer than ${MAX_LEASE_OWNER_BYTES} UTF-8 bytes`;
+  if (longerThanUtf8(owner, MAX_LEASE_OWNER_BYTES)) return `the owner is longer than ${MAX_LEASE_OWNER_BYTES} UTF-8 bytes`;
   return null;
 }
 
@@ -131,7 +137,7 @@ export function invalidLeaseTtl(ttlMs: unknown): string | null {
 function invalidRequestId(requestId: unknown): string | null {
   if (typeof requestId !== 'string' || requestId.length === 0) return 'the request id must be a non-empty string';
   if (LONE_SURROGATE.test(requestId)) return 'the request id is not well-formed Unicode';
-  if (utf8.encode(requestId).byteLength > MAX_REQUEST_ID_BYTES) return `the request id is longer than ${MAX_REQUEST_ID_BYTES} UTF-8 bytes`;
+  if (longerThanUtf8(requestId, MAX_REQUEST_ID_BYTES)) return `the request id is longer than ${MAX_REQUEST_ID_BYTES} UTF-8 bytes`;
   return null;
 }
 
