@@ -26,13 +26,12 @@ import {
   type Ready,
   type VoteRequest,
 } from '../../src/raft/index.js';
-import { TestCluster, describeMessage, type StoredState } from '../support/cluster.js';
+import { TestCluster, describeMessage, drain, type StoredState } from '../support/cluster.js';
 
 // ---------------------------------------------------------------------------------------------
 // Bounds and fixtures
 
 /** Most Ready batches one drain handles; a node needing more is stuck in a loop. */
-const MAX_READY_ROUNDS = 100;
 /** Most delivery rounds of a selective delivery before we call the network non-quiescent. */
 /** Election timeout used where the test counts ticks. */
 const ELECTION_TIMEOUT_TICKS = 10;
@@ -105,16 +104,6 @@ function makeNode(setup: NodeSetup = {}): RawNode {
   });
 }
 
-/** Handles every pending Ready (as a runtime would, with instant storage) and returns them. */
-function drain(node: RawNode): Ready[] {
-  const readys: Ready[] = [];
-  for (let round = 0; round < MAX_READY_ROUNDS && node.hasReady(); round++) {
-    readys.push(node.ready());
-    node.advance();
-  }
-  expect(node.hasReady(), 'node still has work after the drain bound').toBe(false);
-  return readys;
-}
 
 function stepAndDrain(node: RawNode, message: Message): Ready[] {
   node.step(message);

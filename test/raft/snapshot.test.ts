@@ -27,12 +27,11 @@ import {
   type Ready,
   type Snapshot,
 } from '../../src/raft/index.js';
-import { TestCluster, electedCluster, type StoredState } from '../support/cluster.js';
+import { TestCluster, drain, electedCluster, type StoredState } from '../support/cluster.js';
 
 // ---------------------------------------------------------------------------------------------
 // Bounds and fixtures
 
-const MAX_READY_ROUNDS = 100;
 const MAX_DELIVERY_ROUNDS = 10_000;
 const THREE = ['n1', 'n2', 'n3'] as const;
 const FIVE = ['n1', 'n2', 'n3', 'n4', 'n5'] as const;
@@ -67,16 +66,6 @@ function makeFollower(logTerms: readonly number[], fields: { term: number; commi
   });
 }
 
-/** Handles every pending Ready (as a runtime would, with instant storage) and returns them. */
-function drain(node: RawNode): Ready[] {
-  const readys: Ready[] = [];
-  for (let round = 0; round < MAX_READY_ROUNDS && node.hasReady(); round++) {
-    readys.push(node.ready());
-    node.advance();
-  }
-  expect(node.hasReady(), 'node still has work after the drain bound').toBe(false);
-  return readys;
-}
 
 /** A one-chunk InstallSnapshot from leader `n1` to `n2`. */
 function installSnapshot(fields: { term: number; index: number; indexTerm: number; data?: Uint8Array }): InstallSnapshot {

@@ -17,6 +17,7 @@ import {
   type RaftOptions,
   type MembershipChange,
   type ReadState,
+  type Ready,
   type Snapshot,
   type Term,
 } from '../../src/raft/index.js';
@@ -329,4 +330,18 @@ export function electedCluster(options: Partial<RaftOptions> & { seed?: number }
   cluster.deliverAll();
   if (cluster.leaders().join() !== 'n1') throw new Error(`expected n1 to lead, leaders: ${cluster.leaders().join(', ')}`);
   return cluster;
+}
+
+/** Most Readies {@link drain} handles before declaring the node runaway. */
+const MAX_READY_ROUNDS = 100;
+
+/** Handles every pending Ready of a lone node (as a runtime would, with instant storage) and returns them. */
+export function drain(node: RawNode): Ready[] {
+  const readys: Ready[] = [];
+  for (let round = 0; round < MAX_READY_ROUNDS && node.hasReady(); round++) {
+    readys.push(node.ready());
+    node.advance();
+  }
+  if (node.hasReady()) throw new Error(`node still has work after ${MAX_READY_ROUNDS} Readies`);
+  return readys;
 }
