@@ -516,25 +516,7 @@ export class Simulation {
     const slot = world.node(index);
     slot.alive = true;
     const incarnation = slot.incarnation;
-    const kvMachine = this.options.createStateMachine === undefined ? new KvStateMachine() : null;
-    const machine: StateMachine = kvMachine ?? this.options.createStateMachine?.(slot.id) ?? new KvStateMachine();
     world.record(() => `start ${slot.id} incarnation=${incarnation}`);
-    const stateMachine: StateMachine = {
-      apply: (command, logIndexValue) => {
-        this.checker.onApply(slot.id, incarnation, logIndexValue, command);
-        return machine.apply(command, logIndexValue);
-      },
-    };
-    const takeSnapshot = machine.snapshot?.bind(machine);
-    const restore = machine.restore?.bind(machine);
-    if (takeSnapshot !== undefined && restore !== undefined) {
-      stateMachine.snapshot = takeSnapshot;
-      stateMachine.restore = (data, metadata) => {
-        world.record(() => `restore ${slot.id} snapshot=${metadata.index}`);
-        this.checker.onRestore(slot.id, incarnation, metadata.index);
-        return restore(data, metadata);
-      };
-    }
     // A membership run founds the cluster with the first voters; the others join when added.
     const voters = this.workloadKind === 'membership' ? world.nodes.slice(0, MEMBERSHIP_INITIAL_VOTERS).map((node) => node.id) : world.nodes.map((node) => node.id);
     const common = {
@@ -567,18 +549,7 @@ export class Simulation {
         ...common,
         snapshots: this.snapshotPolicy,
         lease: { maxClockDriftPpm: this.maxDriftPpm, marginMs: LOCK_MARGIN_MS, requestTimeoutMs: 2_000, testOnlyExpireEarly: this.options.testOnlyLessorExpiresEarly === true },
-        wrapStateMachine: (table) => ({
-          apply: (command, logIndexValue) => {
-            this.checker.onApply(slot.id, incarnation, logIndexValue, command);
-            return table.apply(command, logIndexValue);
-          },
-          snapshot: () => table.snapshot(),
-          restore: (data, metadata) => {
-            world.record(() => `restore ${slot.id} snapshot=${metadata.index}`);
-            this.checker.onRestore(slot.id, incarnation, metadata.index);
-            table.restore(data);
-          },
-        }),
+        wrapStateMachine: (table) => this.observed(slot.id, incarnation, table),
       }).then((node) => {
         if (slot.incarnation !== incarnation) return;
         this.rafts[index] = node.raft as RaftNode;
@@ -586,11 +557,38 @@ export class Simulation {
       }, failedToStart);
       return;
     }
-    RaftNode.start<unknown>({ ...common, stateMachine, snapshots: takeSnapshot === undefined ? false : this.snapshotPolicy }).then((node) => {
+    const kvMachine = this.options.createStateMachine === undefined ? new KvStateMachine() : null;
+    const machine: StateMachine = kvMachine ?? this.options.createStateMachine?.(slot.id) ?? new KvStateMachine();
+    const stateMachine = this.observed(slot.id, incarnation, machine);
+    RaftNode.start<unknown>({ ...common, stateMachine, snapshots: stateMachine.snapshot === undefined ? false : this.snapshotPolicy }).then((node) => {
       if (slot.incarnation !== incarnation) return;
       this.rafts[index] = node;
       this.kvMachines[index] = kvMachine;
     }, failedToStart);
+  }
+
+  /**
+   * `machine` as the node sees it, with every apply and every snapshot restore reported to the
+   * checker; snapshot support only if the machine has both `snapshot()` and `restore()`.
+   */
+  private observed<Result>(nodeId: string, incarnation: number, machine: StateMachine<Result>): StateMachine<Result> {
+    const observed: StateMachine<Result> = {
+      apply: (command, logIndexValue) => {
+        this.checker.onApply(nodeId, incarnation, logIndexValue, command);
+        return machine.apply(command, logIndexValue);
+      },
+    };
+    const takeSnapshot = machine.snapshot?.bind(machine);
+    const restore = machine.restore?.bind(machine);
+    if (takeSnapshot !== undefined && restore !== undefined) {
+      observed.snapshot = takeSnapshot;
+      observed.restore = (data, metadata) => {
+        this.world.record(() => `restore ${nodeId} snapshot=${metadata.index}`);
+        this.checker.onRestore(nodeId, incarnation, metadata.index);
+        return restore(data, metadata);
+      };
+    }
+    return observed;
   }
 
   /** Restarts a crashed node from what its disk kept. */
