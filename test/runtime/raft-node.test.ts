@@ -1,5 +1,5 @@
 import { afterEach, describe, expect, it } from 'vitest';
-import { RaftLeaseError, RaftNode, ManualClock, MemoryNetwork, MemoryStorage, nodeId, ConfigError, type RaftNodeStatus } from '../../src/index.js';
+import { RaftLeaseError, RaftNode, ManualClock, MemoryNetwork, MemoryStorage, nodeId, ConfigError, type RaftNodeOptions, type RaftNodeStatus } from '../../src/index.js';
 import { startRuntimeCluster, text, type RuntimeCluster } from '../support/runtime-cluster.js';
 
 let cluster: RuntimeCluster | undefined;
@@ -145,38 +145,19 @@ describe('RaftNode', () => {
 
   it('validates options with a ConfigError naming the field', async () => {
     const network = new MemoryNetwork();
-    await expect(
-      RaftNode.start({
+    const start = (overrides: Partial<RaftNodeOptions<null>>): Promise<RaftNode<null>> =>
+      RaftNode.start<null>({
         id: 'n1',
         voters: ['n1'],
         transport: network.connect(nodeId('n1')),
         storage: new MemoryStorage(),
         clock: new ManualClock(),
         stateMachine: { apply: () => null },
-        tickIntervalMs: 0,
-      }),
-    ).rejects.toMatchObject({ field: 'tickIntervalMs' });
-    await expect(
-      RaftNode.start({
-        id: 'n1',
-        voters: ['n1', 'n1'],
-        transport: network.connect(nodeId('n1')),
-        storage: new MemoryStorage(),
-        clock: new ManualClock(),
-        stateMachine: { apply: () => null },
-      }),
-    ).rejects.toBeInstanceOf(ConfigError);
-    await expect(
-      RaftNode.start({
-        id: 'n1',
-        voters: ['n1'],
-        transport: network.connect(nodeId('n1')),
-        storage: new MemoryStorage(),
-        clock: new ManualClock(),
-        stateMachine: { apply: () => null },
-        snapshots: { intervalEntries: 10 },
-      }),
-    ).rejects.toMatchObject({ field: 'snapshots' });
+        ...overrides,
+      });
+    await expect(start({ tickIntervalMs: 0 })).rejects.toMatchObject({ field: 'tickIntervalMs' });
+    await expect(start({ voters: ['n1', 'n1'] })).rejects.toBeInstanceOf(ConfigError);
+    await expect(start({ snapshots: { intervalEntries: 10 } })).rejects.toMatchObject({ field: 'snapshots' });
   });
 
   it('a single-node cluster commits on its own', async () => {
