@@ -5,4 +5,5 @@
  * @module
  */
 export * from './state-machine.js';
+export * from './maintenance-records.js';
 export * from './lock.js';

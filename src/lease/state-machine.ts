@@ -8,6 +8,7 @@
  */
 import { Packr, Unpackr } from 'msgpackr';
 import type { LogIndex } from '../raft/index.js';
+import { MAX_CHECKPOINT_BYTES, MaintenanceRecords, type MaintenanceCommand, type MaintenanceRecord, type MaintenanceResult } from './maintenance-records.js';
 
 /** Longest key, in UTF-8 bytes. */
 export const MAX_LEASE_KEY_BYTES = 1024;
@@ -52,6 +53,12 @@ export type LeaseCommand =
    */
   | { readonly type: 'Expire'; readonly key: string; readonly fencingToken: LogIndex; readonly renewals: number };
 
+/**
+ * Every command of the lease table: the lease commands and the maintenance orchestrator's records,
+ * which are fenced by the lease on the schedule's key (see `maintenance-records.ts`).
+ */
+export type LeaseTableCommand = LeaseCommand | MaintenanceCommand;
+
 /** What applying a command did. */
 export type LeaseResult =
   /** The lease is `owner`'s; `renewed` when it already held it (same token). */
@@ -65,7 +72,8 @@ export type LeaseResult =
   /** An Expire for a grant that is no longer in the table (released, re-granted or renewed since). */
   | { readonly type: 'ExpireIgnored'; readonly key: string }
   /** A malformed or out-of-bounds command; nothing changed. */
-  | { readonly type: 'Rejected'; readonly reason: string };
+  | { readonly type: 'Rejected'; readonly reason: string }
+  | MaintenanceResult;
 
 /** Something that changed in the table, for the leader's lessor. */
 export type LeaseEvent =
@@ -76,7 +84,8 @@ export type LeaseEvent =
 const packr = new Packr({ useRecords: false, variableMapSize: true });
 const unpackr = new Unpackr({ useRecords: false, mapsAsObjects: false });
 const utf8 = new TextEncoder();
-const SNAPSHOT_VERSION = 1;
+/** Version 2 adds the maintenance records; version 1 snapshots (leases only) are still restored. */
+const SNAPSHOT_VERSION = 2;
 /** A lone surrogate would not survive UTF-8 encoding: two different strings would arrive as one. */
 const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
 const RESULT_TYPES: ReadonlySet<string> = new Set(['Granted', 'Held', 'Released', 'NotHeld', 'Expired', 'ExpireIgnored', 'Rejected']);
@@ -85,8 +94,13 @@ const RESULT_TYPES: ReadonlySet<string> = new Set(['Granted', 'Held', 'Released'
  * Encodes a command for the log. Throws a `TypeError` for strings that are not well-formed Unicode:
  * the encoding would replace their lone surrogates, so two different strings could arrive as one.
  */
-export function encodeLeaseCommand(command: LeaseCommand): Uint8Array {
-  const strings = [command.key, ...(command.type === 'Expire' ? [] : [command.owner, command.requestId])];
+export function encodeLeaseCommand(command: LeaseTableCommand): Uint8Array {
+  const strings = [
+    command.key,
+    ...('owner' in command ? [command.owner] : []),
+    ...('requestId' in command ? [command.requestId] : []),
+    ...(command.type === 'FinishOccurrence' && command.error !== null ? [command.error] : []),
+  ];
   if (strings.some((text) => LONE_SURROGATE.test(text))) throw new TypeError('lease command strings must be well-formed Unicode');
   switch (command.type) {
     case 'Acquire':
@@ -101,6 +115,14 @@ export function encodeLeaseCommand(command: LeaseCommand): Uint8Array {
       );
     case 'Expire':
       return packr.pack(['E', command.key, command.fencingToken, command.renewals]);
+    case 'BeginOccurrence':
+      return packr.pack(['B', command.key, command.occurrenceMs, command.owner, command.fencingToken]);
+    case 'Checkpoint':
+      return packr.pack(['C', command.key, command.occurrenceMs, command.owner, command.fencingToken, command.data]);
+    case 'FinishOccurrence':
+      return packr.pack(['F', command.key, command.occurrenceMs, command.owner, command.fencingToken, command.result, command.error]);
+    case 'MissOccurrence':
+      return packr.pack(['M', command.key, command.occurrenceMs]);
   }
 }
 
@@ -145,7 +167,7 @@ function invalidRequestId(requestId: unknown): string | null {
  * Decodes a command; returns a reason string for anything malformed (the state machine rejects it
  * deterministically, on every node alike).
  */
-export function decodeLeaseCommand(bytes: Uint8Array): LeaseCommand | string {
+export function decodeLeaseCommand(bytes: Uint8Array): LeaseTableCommand | string {
   let value: unknown;
   try {
     value = unpackr.unpack(bytes);
@@ -153,7 +175,7 @@ export function decodeLeaseCommand(bytes: Uint8Array): LeaseCommand | string {
     return 'not valid msgpack';
   }
   if (!Array.isArray(value)) return 'not an array';
-  const [tag, key, a, b, c, d] = value as unknown[];
+  const [tag, key, a, b, c, d, e] = value as unknown[];
   const keyProblem = invalidLeaseKey(key);
   if (keyProblem !== null) return keyProblem;
   const validKey = key as string;
@@ -187,9 +209,46 @@ export function decodeLeaseCommand(bytes: Uint8Array): LeaseCommand | string {
       if (problem !== null) return problem;
       return { type: 'Expire', key: validKey, fencingToken: a as LogIndex, renewals: b as number };
     }
+    case 'B': {
+      if (value.length !== 5) return 'BeginOccurrence takes 4 fields';
+      const problem = invalidOccurrence(a) ?? invalidLeaseOwner(b) ?? invalidToken(c);
+      if (problem !== null) return problem;
+      return { type: 'BeginOccurrence', key: validKey, occurrenceMs: a as number, owner: b as string, fencingToken: c as LogIndex };
+    }
+    case 'C': {
+      if (value.length !== 6) return 'Checkpoint takes 5 fields';
+      const problem =
+        invalidOccurrence(a) ??
+        invalidLeaseOwner(b) ??
+        invalidToken(c) ??
+        (d instanceof Uint8Array ? (d.byteLength <= MAX_CHECKPOINT_BYTES ? null : `a checkpoint may take at most ${MAX_CHECKPOINT_BYTES} bytes`) : 'checkpoint data must be bytes');
+      if (problem !== null) return problem;
+      return { type: 'Checkpoint', key: validKey, occurrenceMs: a as number, owner: b as string, fencingToken: c as LogIndex, data: Uint8Array.from(d as Uint8Array) };
+    }
+    case 'F': {
+      if (value.length !== 7) return 'FinishOccurrence takes 6 fields';
+      const problem =
+        invalidOccurrence(a) ??
+        invalidLeaseOwner(b) ??
+        invalidToken(c) ??
+        (d === 'ok' || d === 'error' ? null : "the result must be 'ok' or 'error'") ??
+        (e === null || (typeof e === 'string' && !LONE_SURROGATE.test(e)) ? null : 'the error must be null or a well-formed string');
+      if (problem !== null) return problem;
+      return { type: 'FinishOccurrence', key: validKey, occurrenceMs: a as number, owner: b as string, fencingToken: c as LogIndex, result: d as 'ok' | 'error', error: e as string | null };
+    }
+    case 'M': {
+      if (value.length !== 3) return 'MissOccurrence takes 2 fields';
+      const problem = invalidOccurrence(a);
+      if (problem !== null) return problem;
+      return { type: 'MissOccurrence', key: validKey, occurrenceMs: a as number };
+    }
     default:
       return 'unknown command';
   }
+}
+
+function invalidOccurrence(occurrenceMs: unknown): string | null {
+  return typeof occurrenceMs === 'number' && Number.isSafeInteger(occurrenceMs) && occurrenceMs >= 0 ? null : 'the occurrence must be a non-negative integer (epoch ms)';
 }
 
 function invalidToken(token: unknown): string | null {
@@ -218,6 +277,8 @@ function invalidToken(token: unknown): string | null {
  */
 export class LeaseStateMachine {
   private readonly leases = new Map<string, LeaseRecord>();
+  /** The maintenance orchestrator's records, fenced by the leases above. */
+  private readonly maintenance = new MaintenanceRecords((key) => this.leases.get(key));
   /** Request id → the result first returned, in the order they were applied. */
   private readonly requests = new Map<string, LeaseResult>();
   private readonly maxRememberedRequests: number;
@@ -247,6 +308,16 @@ export class LeaseStateMachine {
     return [...this.leases.values()].sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
   }
 
+  /** The maintenance record of schedule `key`, if any. */
+  maintenanceRecord(key: string): MaintenanceRecord | undefined {
+    return this.maintenance.get(key);
+  }
+
+  /** Every maintenance record, in key order. */
+  maintenanceRecords(): MaintenanceRecord[] {
+    return this.maintenance.list();
+  }
+
   /** Number of request ids remembered. */
   rememberedRequests(): number {
     return this.requests.size;
@@ -260,6 +331,10 @@ export class LeaseStateMachine {
     let result: LeaseResult;
     if (decoded.type === 'Expire') {
       result = this.expire(decoded.key, decoded.fencingToken, decoded.renewals);
+    } else if (!('requestId' in decoded)) {
+      // Maintenance commands are idempotent by themselves (a repeated Begin or Finish of the same
+      // runner answers as the first), so they need no request memory.
+      result = this.maintenance.apply(decoded);
     } else {
       const earlier = this.requests.get(decoded.requestId);
       if (earlier !== undefined) return earlier;
@@ -340,7 +415,7 @@ export class LeaseStateMachine {
   snapshot(): Uint8Array {
     const leases = this.list().map((lease) => [lease.key, lease.owner, lease.fencingToken, lease.ttlMs, lease.renewals]);
     const requests = [...this.requests].map(([requestId, result]) => [requestId, result]);
-    return packr.pack([SNAPSHOT_VERSION, leases, requests]);
+    return packr.pack([SNAPSHOT_VERSION, leases, requests, this.maintenance.snapshotRows()]);
   }
 
   /** Replaces the whole state with a snapshot's. Throws a `TypeError` on bytes that are not a lease snapshot. */
@@ -351,8 +426,10 @@ export class LeaseStateMachine {
     } catch (error) {
       throw new TypeError('a lease table snapshot must be msgpack', { cause: error });
     }
-    if (!Array.isArray(value) || value.length !== 3 || value[0] !== SNAPSHOT_VERSION) throw new TypeError('not a lease table snapshot of this version');
-    const [, leases, requests] = value as [unknown, unknown, unknown];
+    const isVersion1 = Array.isArray(value) && value.length === 3 && value[0] === 1;
+    const isVersion2 = Array.isArray(value) && value.length === 4 && value[0] === SNAPSHOT_VERSION;
+    if (!isVersion1 && !isVersion2) throw new TypeError('not a lease table snapshot of a known version');
+    const [, leases, requests, maintenanceRows] = value as [unknown, unknown, unknown, unknown];
     if (!Array.isArray(leases) || !Array.isArray(requests)) throw new TypeError('malformed lease table snapshot');
     const restoredLeases = new Map<string, LeaseRecord>();
     for (const row of leases as unknown[]) {
@@ -378,6 +455,10 @@ export class LeaseStateMachine {
       if (oldest.done === true) break;
       restoredRequests.delete(oldest.value);
     }
+    // Validated before anything changes: a malformed snapshot leaves the table as it was.
+    const maintenance = new MaintenanceRecords(() => undefined);
+    maintenance.restoreRows(isVersion2 ? maintenanceRows : []);
+    this.maintenance.restoreRows(maintenance.snapshotRows());
     this.leases.clear();
     for (const [key, lease] of restoredLeases) this.leases.set(key, lease);
     this.requests.clear();

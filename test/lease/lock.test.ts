@@ -23,6 +23,7 @@ import {
   type AcquireResult,
   type Lease,
   type LeaseCommand,
+  type LeaseTableCommand,
   type LeaseNodeOptions,
   type LeaseOptions,
   type LeaseResult,
@@ -44,7 +45,7 @@ function validity(ttlMs: number, marginMs = MARGIN_MS, driftPpm = DRIFT_PPM): nu
 interface AppliedEntry {
   readonly index: number;
   readonly atMs: number;
-  readonly command: LeaseCommand | string;
+  readonly command: LeaseTableCommand | string;
   readonly result: LeaseResult;
 }
 
