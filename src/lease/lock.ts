@@ -19,7 +19,7 @@ import {
   invalidLeaseKey,
   invalidLeaseOwner,
   invalidLeaseTtl,
-  type LeaseCommand,
+  type LeaseTableCommand,
   type LeaseEvent,
   type LeaseRecord,
   type LeaseResult,
@@ -171,6 +171,11 @@ export class LeaseNode implements DistributedLock {
     await this.raft.stop(options);
   }
 
+  /** The owner name this node's leases use unless told otherwise (default: the node id). */
+  defaultOwnerName(): string {
+    return this.defaultOwner;
+  }
+
   /** The leases in the table as this node has applied it (not linearizable; see `raft.readIndex()`). */
   leases(): LeaseRecord[] {
     return this.table.list();
@@ -259,7 +264,7 @@ export class LeaseNode implements DistributedLock {
   }
 
   /** Proposes `command` (forwarded by followers), retrying refusals that are safe to retry, until the request timeout. */
-  async submit(command: LeaseCommand, signal: AbortSignal | undefined): Promise<LeaseResult> {
+  async submit(command: LeaseTableCommand, signal: AbortSignal | undefined): Promise<LeaseResult> {
     const deadlineMs = this.clock.nowMs() + this.requestTimeoutMs;
     const bytes = encodeLeaseCommand(command);
     // Bounded by the deadline; the request id makes every retry apply at most once.

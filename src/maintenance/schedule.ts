@@ -14,6 +14,8 @@ import { invalidLeaseKey } from '../lease/state-machine.js';
 
 /** Default safety margin added to the estimated task duration for the lock TTL: 30 s. */
 export const DEFAULT_SAFETY_MARGIN_MS = 30_000;
+/** Default misfire threshold (capped at the window): 5 s. */
+export const DEFAULT_MISFIRE_THRESHOLD_MS = 5_000;
 /** Longest window, interval, duration or TTL a schedule may name: 30 days. */
 export const MAX_SCHEDULE_SPAN_MS = 30 * 24 * 60 * 60 * 1000;
 
@@ -44,6 +46,12 @@ export interface ScheduleOptions {
   readonly lockTtlMs?: number;
   /** Default `runOnceIfWindowOpen`. */
   readonly misfire?: MisfirePolicy;
+  /**
+   * How late (after its scheduled time plus jitter) a node may first try an occurrence and still call
+   * it on time. Later first tries are misfires, which the `skip` policy does not run. Default: the
+   * smaller of 5,000 ms and the window.
+   */
+  readonly misfireThresholdMs?: number;
   /** Most random delay before competing for an occurrence, in ms (spreads load; default 0). */
   readonly jitterMs?: number;
 }
@@ -59,6 +67,7 @@ export interface Schedule {
   readonly safetyMarginMs: number;
   readonly lockTtlMs: number;
   readonly misfire: MisfirePolicy;
+  readonly misfireThresholdMs: number;
   readonly jitterMs: number;
 }
 
@@ -112,7 +121,9 @@ export function resolveSchedule(options: ScheduleOptions): Schedule {
   const misfireValue: unknown = options.misfire ?? 'runOnceIfWindowOpen';
   if (misfireValue !== 'skip' && misfireValue !== 'runOnceIfWindowOpen') fail('misfire', `misfire must be 'skip' or 'runOnceIfWindowOpen', got ${String(misfireValue)}`);
   const misfire = misfireValue as MisfirePolicy;
-  return Object.freeze({ id, cron: options.cron ?? null, timeZone, intervalMs, windowMs, estimatedDurationMs, safetyMarginMs, lockTtlMs, misfire, jitterMs });
+  const misfireThresholdMs = span('misfireThresholdMs', options.misfireThresholdMs ?? Math.min(DEFAULT_MISFIRE_THRESHOLD_MS, windowMs), true);
+  if (misfireThresholdMs > windowMs) fail('misfireThresholdMs', `misfire threshold ${misfireThresholdMs} ms is longer than the window ${windowMs} ms`);
+  return Object.freeze({ id, cron: options.cron ?? null, timeZone, intervalMs, windowMs, estimatedDurationMs, safetyMarginMs, lockTtlMs, misfire, misfireThresholdMs, jitterMs });
 }
 
 /**

@@ -99,3 +99,10 @@ export class ManualClock implements Clock {
 async function settle(): Promise<void> {
   await new Promise<void>((resolve) => setImmediate(resolve));
 }
+
+/** The system's wall clock (milliseconds since the Unix epoch), for computing scheduled occurrences. */
+export class SystemWallClock {
+  nowMs(): number {
+    return Date.now();
+  }
+}
