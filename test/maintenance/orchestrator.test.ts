@@ -6,7 +6,6 @@ import { ConfigError } from '../../src/index.js';
 import type { JobContext } from '../../src/maintenance/index.js';
 import {
   DEBUG,
-  EPOCH_MS,
   advanceToWall,
   sleep,
   startMaintenanceCluster,
@@ -64,8 +63,6 @@ describe('two orchestrators, one occurrence', () => {
       occurrenceMs: FIRST_OCCURRENCE_MS,
     });
     expect((c.logs.get(winner ?? 'n1') ?? []).filter((record) => record.msg.includes('skipped'))).toEqual([]);
-    // The loser got the lock once the winner released it, found the occurrence settled and did not run it.
-    expect((c.logs.get(loser) ?? []).filter((record) => record.msg === 'schedule compaction occurrence already settled; not running it again')).toHaveLength(1);
     // The finish is replicated: every node's table settles the occurrence as ok, run by the winner.
     for (const node of c.nodes.values()) {
       const record = node.table.maintenanceRecord('compaction');
