@@ -24,6 +24,10 @@ export type PropertyName =
   | 'MembershipChangeSafety'
   | 'LeaseExclusion'
   | 'Fencing'
+  | 'MaintenanceOnce'
+  | 'MaintenanceExclusion'
+  | 'MaintenanceResume'
+  | 'MaintenanceLiveness'
   | 'Liveness'
   | 'Linearizability'
   | 'NodeFailure';

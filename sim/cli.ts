@@ -122,7 +122,9 @@ function commonOptions(values: ParsedValues): Omit<SimulationOptions, 'seed'> {
   const nodeCount = integerOption('nodes', values.nodes, 1, 9);
   if (nodeCount !== undefined && ![3, 5, 7].includes(nodeCount)) throw new UsageError(`--nodes must be 3, 5 or 7, got ${nodeCount}`);
   const workload = values.workload;
-  if (workload !== undefined && workload !== 'kv' && workload !== 'membership' && workload !== 'lock' && workload !== 'none') throw new UsageError(`--workload must be kv, membership, lock or none, got '${workload}'`);
+  if (workload !== undefined && workload !== 'kv' && workload !== 'membership' && workload !== 'lock' && workload !== 'maintenance' && workload !== 'none') {
+    throw new UsageError(`--workload must be kv, membership, lock, maintenance or none, got '${workload}'`);
+  }
   const faultPhaseMs = integerOption('duration', values.duration, 100, 86_400_000);
   const maxSteps = integerOption('steps', values.steps, 1, 1_000_000_000);
   return {
@@ -173,6 +175,9 @@ function summaryJson(result: SimulationResult, options: Omit<SimulationOptions, 
     committedEntries: result.committedEntries,
     historyEvents: result.history.length + result.lockHistory.length,
     linearizability: result.linearizability,
+    leaseExclusion: result.leaseExclusion,
+    ...(result.lockStats === null ? {} : { lockStats: result.lockStats }),
+    ...(result.maintenanceStats === null ? {} : { maintenanceStats: result.maintenanceStats }),
     faults: result.faults,
     enabledFaults: result.enabledFaults,
     driftBeyondBound: result.driftBeyondBound,

@@ -12,11 +12,12 @@ import { LeaseNode } from '../src/lease/index.js';
 import { RaftNode, type SnapshotPolicy, type StateMachine } from '../src/runtime/index.js';
 import { DEFAULT_LOCK_WORKLOAD, LockWorkload, type LockHistoryEvent, type LockWorkloadOptions } from './lock.js';
 import { checkLockLinearizable } from './lock-linearizability.js';
+import { MaintenanceWorkload, type MaintenanceStats } from './maintenance.js';
 import { SafetyChecker, ViolationError, type Violation } from './checkers.js';
 import { enabledFaults, swarmFaults, type FaultConfig } from './faults.js';
 import { DEFAULT_KV_WORKLOAD, KvStateMachine, KvWorkload, encodeKvCommand, type KvResult, type KvWorkloadOptions } from './kv.js';
 import { checkLinearizable, type HistoryEvent } from './linearizability.js';
-import { NS_PER_MS, World, type DiskOperation, type NodeSlot, type WorldEvent } from './world.js';
+import { NS_PER_MS, World, localTimeNs, type DiskOperation, type NodeSlot, type WorldEvent } from './world.js';
 
 /** Options of one run. Everything not given is derived from the seed or defaulted. */
 export interface SimulationOptions {
@@ -26,7 +27,9 @@ export interface SimulationOptions {
   /**
    * `kv` (default): the linearizable key-value workload; `membership`: the kv workload while the
    * membership changes at random (the cluster starts with 3 voters, the other nodes join as learners,
-   * get promoted and removed); `none`: elections and heartbeats only.
+   * get promoted and removed); `lock`: lock clients on the production `LeaseNode`; `maintenance`: the
+   * production maintenance orchestrator on every node (see `maintenance.ts`); `none`: elections and
+   * heartbeats only.
    */
   readonly workload?: SimulationWorkload;
   /**
@@ -86,7 +89,15 @@ export interface SimulationOptions {
 }
 
 /** The workloads a simulation can run. */
-export type SimulationWorkload = 'kv' | 'membership' | 'lock' | 'none';
+export type SimulationWorkload = 'kv' | 'membership' | 'lock' | 'maintenance' | 'none';
+
+/**
+ * Maintenance workload: simulated ms of healthy running after the liveness probe succeeded, so that
+ * whole occurrences run with every node up (the liveness check of the orchestrator).
+ */
+export const MAINTENANCE_HEALTHY_PHASE_MS = 15_000;
+/** Maintenance workload: the most a node's clock starts away from true time (NTP-like skew, below the windows). */
+export const MAINTENANCE_CLOCK_OFFSET_MAX_MS = 1_000;
 
 /** Margin of the lock workload's holders (ms); runs that promise exclusion keep pauses within it. */
 export const LOCK_MARGIN_MS = 500;
@@ -135,6 +146,8 @@ export interface SimulationResult {
   readonly leaseExclusion: 'checked' | 'not-promised' | 'skipped';
   /** The lock workload's client history (empty for other workloads). */
   readonly lockHistory: readonly LockHistoryEvent[];
+  /** Maintenance workload counters (runs, resumes, checkpoints, outcomes), or null. */
+  readonly maintenanceStats: MaintenanceStats | null;
   /** Lock workload counters (attempts, grants, held, renewals, releases, lost), or null. */
   readonly lockStats: LockWorkload['stats'] | null;
   readonly trace: readonly string[] | null;
@@ -190,6 +203,7 @@ export class Simulation {
   private readonly kvMachines: (KvStateMachine | null)[];
   private readonly workload: KvWorkload | null;
   private readonly lockWorkload: LockWorkload | null;
+  private readonly maintenanceWorkload: MaintenanceWorkload | null;
   private readonly leaseNodes: (LeaseNode | null)[];
   /** Every process pause so far (the lock checker excuses holders paused beyond their margin). */
   private readonly pauses: { readonly node: number; readonly fromNs: number; readonly untilNs: number }[] = [];
@@ -219,7 +233,10 @@ export class Simulation {
     let faults = options.leaseReads === true ? { ...drawnFaults, clockJumpEveryMs: 0 } : drawnFaults;
     // The lock workload keeps most pauses within the holders' margin, so that exclusion is checked
     // often; a holder paused longer in total is excused (fencing covers that case).
-    if (options.workload === 'lock' && options.faults === undefined && options.driftBeyondBound !== true) faults = { ...faults, pauseMaxMs: Math.min(faults.pauseMaxMs, LOCK_MARGIN_MS) };
+    const leaseWorkload = options.workload === 'lock' || options.workload === 'maintenance';
+    if (leaseWorkload && options.faults === undefined && options.driftBeyondBound !== true) faults = { ...faults, pauseMaxMs: Math.min(faults.pauseMaxMs, LOCK_MARGIN_MS) };
+    // Schedules assume clocks roughly in step (as NTP keeps them): skew below the windows.
+    if (options.workload === 'maintenance' && options.faults === undefined) faults = { ...faults, clockOffsetMaxMs: Math.min(faults.clockOffsetMaxMs, MAINTENANCE_CLOCK_OFFSET_MAX_MS) };
     this.faults = faults;
     const snapshotSettings = seededSnapshotSettings(prng);
     this.snapshotPolicy = options.snapshots ?? snapshotSettings.policy;
@@ -257,8 +274,18 @@ export class Simulation {
             { ...DEFAULT_LOCK_WORKLOAD, ...options.lock },
           )
         : null;
+    this.maintenanceWorkload =
+      this.workloadKind === 'maintenance'
+        ? new MaintenanceWorkload({
+            nowNs: () => this.world.nowNs,
+            between: (min, max) => this.world.between(min, max),
+            chancePerMille: (perMille) => this.world.chancePerMille(perMille),
+            clockFor: (index) => this.world.clockFor(index),
+            nodeCount: () => this.nodeCount,
+          })
+        : null;
     this.workload =
-      this.workloadKind !== 'none' && this.workloadKind !== 'lock'
+      this.workloadKind !== 'none' && this.workloadKind !== 'lock' && this.workloadKind !== 'maintenance'
         ? new KvWorkload(
             {
               nowNs: () => this.world.nowNs,
@@ -336,12 +363,27 @@ export class Simulation {
       if (this.currentViolation() === null && this.livenessAtNs === null) {
         this.violation = { property: 'Liveness', message: `no proposal committed within ${this.livenessBoundNs / NS_PER_MS} ms after healing`, nodes: [], step: world.steps, timeNs: world.nowNs };
       }
+      if (this.maintenanceWorkload !== null && this.currentViolation() === null) await this.runUntil(world.nowNs + MAINTENANCE_HEALTHY_PHASE_MS * NS_PER_MS, false);
     }
     this.workload?.stop();
     this.workload?.finish();
     this.lockWorkload?.stop();
     this.lockWorkload?.finish();
     const exclusionPromised = this.faults.driftMaxPpm <= this.maxDriftPpm && this.faults.clockJumpEveryMs === 0;
+    if (this.maintenanceWorkload !== null) {
+      this.maintenanceWorkload.stop();
+      if (this.violation === null) {
+        const verdict = this.maintenanceWorkload.verdict({
+          exclusionPromised,
+          marginMs: LOCK_MARGIN_MS,
+          pausedMsDuring: (node, fromNs, toNs) => this.pausedMsDuring(node, fromNs, toNs),
+          healthyFromNs: this.livenessAtNs,
+          endNs: world.nowNs,
+          clockSpreadMs: Math.max(...world.nodes.map((node) => Math.abs(localTimeNs(node.clock, world.nowNs) - world.nowNs))) / NS_PER_MS,
+        });
+        if (verdict !== null) this.violation = { property: verdict.property, message: verdict.message, nodes: [], step: world.steps, timeNs: world.nowNs };
+      }
+    }
     let lockLinearizability: SimulationResult['linearizability'] = 'skipped';
     if (this.lockWorkload !== null && this.violation === null) {
       const verdict = this.lockWorkload.verdict(exclusionPromised, LOCK_MARGIN_MS, (node, fromNs, toNs) => this.pausedMsDuring(node, fromNs, toNs));
@@ -382,7 +424,8 @@ export class Simulation {
       committedEntries: this.checker.committedCount(),
       history,
       linearizability: this.lockWorkload === null ? linearizability : lockLinearizability,
-      leaseExclusion: this.lockWorkload === null ? 'skipped' : exclusionPromised ? 'checked' : 'not-promised',
+      leaseExclusion: this.lockWorkload === null && this.maintenanceWorkload === null ? 'skipped' : exclusionPromised ? 'checked' : 'not-promised',
+      maintenanceStats: this.maintenanceWorkload?.stats ?? null,
       lockStats: this.lockWorkload?.stats ?? null,
       lockHistory: this.lockWorkload?.history ?? [],
       trace,
@@ -543,17 +586,32 @@ export class Simulation {
     const failedToStart = (error: unknown): void => {
       this.violation ??= { property: 'NodeFailure', message: `${slot.id} failed to start: ${String(error)}`, nodes: [slot.id], step: world.steps, timeNs: world.nowNs };
     };
-    if (this.workloadKind === 'lock') {
+    if (this.workloadKind === 'lock' || this.workloadKind === 'maintenance') {
       // The production lease node, with the simulator watching what its lease table applies.
+      const maintenance = this.maintenanceWorkload;
       LeaseNode.start({
         ...common,
         snapshots: this.snapshotPolicy,
         lease: { maxClockDriftPpm: this.maxDriftPpm, marginMs: LOCK_MARGIN_MS, requestTimeoutMs: 2_000, testOnlyExpireEarly: this.options.testOnlyLessorExpiresEarly === true },
-        wrapStateMachine: (table) => this.observed(slot.id, incarnation, table),
+        wrapStateMachine: (table) => {
+          const observed = this.observed(slot.id, incarnation, table);
+          if (maintenance === null) return observed;
+          return {
+            ...observed,
+            apply: (command, logIndexValue) => {
+              // As `observed` does, plus the result for the maintenance checkers (the table applies synchronously).
+              this.checker.onApply(slot.id, incarnation, logIndexValue, command);
+              const result = table.apply(command, logIndexValue);
+              maintenance.onApplied(logIndexValue, command, result);
+              return result;
+            },
+          };
+        },
       }).then((node) => {
         if (slot.incarnation !== incarnation) return;
         this.rafts[index] = node.raft as RaftNode;
         this.leaseNodes[index] = node;
+        maintenance?.onNodeStarted(index, node);
       }, failedToStart);
       return;
     }
@@ -648,6 +706,7 @@ export class Simulation {
     world.record(() => `crash ${slot.id} torn=${torn}`);
     this.workload?.onCrash(index);
     this.lockWorkload?.onCrash(index);
+    this.maintenanceWorkload?.onCrash(index);
   }
 
   // ---------------------------------------------------------------------------------------------

@@ -155,3 +155,105 @@ export async function stopMaintenanceCluster(c: MaintenanceCluster): Promise<voi
     await node.stop();
   }
 }
+
+/**
+ * Crashes node `id`: its Raft node stops at once, with no leadership hand-over and no lease released;
+ * every later proposal through it fails. Its orchestrator (if any) is left as it is, cut off from the
+ * cluster like a process that died: it can neither renew nor record anything.
+ */
+export async function crashNode(c: MaintenanceCluster, id: Id): Promise<void> {
+  const node = c.nodes.get(id);
+  if (node === undefined) throw new Error(`no node ${id}`);
+  await node.raft.stop({ transferLeadership: false });
+  await node.stop();
+}
+
+/** Starts a crashed node again on its storage (no orchestrator) and puts it in its place in `c.nodes`. */
+export async function restartNode(c: MaintenanceCluster, id: Id): Promise<LeaseNode> {
+  const storage = c.storages.get(id);
+  if (storage === undefined) throw new Error(`no storage for ${id}`);
+  const node = await startNode(c, id, storage, IDS.indexOf(id));
+  c.nodes.set(id, node);
+  return node;
+}
+
+/** One sample of a Prometheus text exposition. */
+export interface MetricSample {
+  readonly name: string;
+  readonly labels: Readonly<Record<string, string>>;
+  readonly value: number;
+}
+
+/** Parses Prometheus text (`registry.metrics()`) into samples; throws on a line it cannot read. */
+export function parsePrometheusText(text: string): MetricSample[] {
+  const samples: MetricSample[] = [];
+  for (const line of text.split('\n')) {
+    if (line.trim() === '' || line.startsWith('#')) continue;
+    const match = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s+(\S+)$/.exec(line);
+    const name = match?.[1];
+    const value = match?.[3];
+    if (name === undefined || value === undefined) throw new Error(`unreadable metrics line: ${line}`);
+    const labels: Record<string, string> = {};
+    for (const label of (match?.[2] ?? '').matchAll(/([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"/g)) {
+      const [, labelName, labelValue] = label;
+      if (labelName !== undefined && labelValue !== undefined) labels[labelName] = labelValue;
+    }
+    samples.push({ name, labels, value: Number(value) });
+  }
+  return samples;
+}
+
+/** The samples named `name` whose labels include `labels`. */
+export function findSamples(samples: readonly MetricSample[], name: string, labels: Readonly<Record<string, string>> = {}): MetricSample[] {
+  return samples.filter((sample) => sample.name === name && Object.entries(labels).every(([key, value]) => sample.labels[key] === value));
+}
+
+/** A promise with its resolve function, for jobs that wait for the test. */
+export interface Gate {
+  readonly promise: Promise<void>;
+  open(): void;
+}
+
+export function gate(): Gate {
+  let open!: () => void;
+  const promise = new Promise<void>((resolve) => {
+    open = resolve;
+  });
+  return { promise, open };
+}
+
+/** Waits for `gate` to open; rejects with the signal's reason if it aborts first. */
+export function waitForGate(waitFor: Gate, signal: AbortSignal): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    if (signal.aborted) {
+      reject(signal.reason as Error);
+      return;
+    }
+    const onAbort = (): void => {
+      reject(signal.reason as Error);
+    };
+    signal.addEventListener('abort', onAbort, { once: true });
+    void waitFor.promise.then(() => {
+      signal.removeEventListener('abort', onAbort);
+      resolve();
+    });
+  });
+}
+
+/** The outcome of a promise once it settled, readable synchronously while virtual time advances. */
+export interface Watched<T> {
+  outcome(): { readonly ok: true; readonly value: T } | { readonly ok: false; readonly error: unknown } | undefined;
+}
+
+export function watch<T>(promise: Promise<T>): Watched<T> {
+  let outcome: { readonly ok: true; readonly value: T } | { readonly ok: false; readonly error: unknown } | undefined;
+  promise.then(
+    (value) => {
+      outcome = { ok: true, value };
+    },
+    (error: unknown) => {
+      outcome = { ok: false, error };
+    },
+  );
+  return { outcome: () => outcome };
+}
