@@ -270,8 +270,16 @@ export class MaintenanceWorkload {
     }
     // MaintenanceResume: the checkpoint a run starts from is the last one accepted before its Begin.
     for (const run of this.runs) {
-      const begin = byIndex.find(
-        (entry) => entry.type === 'BeginOccurrence' && entry.key === run.schedule && entry.occurrenceMs === run.occurrenceMs && entry.fencingToken === run.fencingToken && entry.result.type === 'Begun',
+      // The run's own Begin: the latest one of its token applied before it started (a node that lost
+      // its lease locally and re-acquired it under the same token begins again with that token).
+      const begin = [...byIndex].reverse().find(
+        (entry) =>
+          entry.type === 'BeginOccurrence' &&
+          entry.key === run.schedule &&
+          entry.occurrenceMs === run.occurrenceMs &&
+          entry.fencingToken === run.fencingToken &&
+          entry.result.type === 'Begun' &&
+          entry.atNs <= run.fromNs,
       );
       if (begin === undefined) continue; // applied on no node we saw (the run's node crashed right after)
       let expected: unknown = undefined;

@@ -190,7 +190,8 @@ export class MaintenanceRecords {
       owner: command.owner,
       fencingToken: command.fencingToken,
       attempts: record.current.attempts,
-      error: command.result === 'error' ? (command.error ?? '').slice(0, MAX_OUTCOME_ERROR_CHARS) : null,
+      // Cut at a whole character: half a surrogate pair would not survive a snapshot round trip.
+      error: command.result === 'error' ? (command.error ?? '').slice(0, MAX_OUTCOME_ERROR_CHARS).replace(/[\uD800-\uDBFF]$/, '') : null,
     };
     this.records.set(key, { key, settledThroughMs: occurrenceMs, current: null, history: appendOutcome(record.history, outcome) });
     return { type: 'Finished', key, outcome, duplicate: false };

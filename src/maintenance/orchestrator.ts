@@ -373,7 +373,18 @@ export class MaintenanceOrchestrator {
       await this.release(lease);
       return;
     }
+    if (this.leaseEnded(lease)) {
+      // The lock and the start took longer than the lease's validity: running now would not be exclusive.
+      this.logger.debug({ scheduleId: schedule.id, occurrenceMs }, `schedule ${schedule.id}: the lease ran out before the job could start; will retry`);
+      await this.release(lease);
+      return;
+    }
     await this.run(state, occurrenceMs, lease, begun.run);
+  }
+
+  /** Read through a call so that a check after an await is not narrowed away. */
+  private leaseEnded(lease: Lease): boolean {
+    return lease.signal.aborted;
   }
 
   private async run(state: ScheduleState, occurrenceMs: number, lease: Lease, run: MaintenanceRun): Promise<void> {
@@ -383,6 +394,7 @@ export class MaintenanceOrchestrator {
       if (!controller.signal.aborted) controller.abort(lease.signal.reason);
     };
     lease.signal.addEventListener('abort', onLeaseLost, { once: true });
+    if (lease.signal.aborted) onLeaseLost();
     const stopKeepAlive = lease.keepAlive({ intervalMs: Math.max(1, Math.floor(schedule.lockTtlMs / 3)) });
     const logger = this.logger.child({ scheduleId: schedule.id, occurrence: iso(occurrenceMs), fencingToken: lease.fencingToken });
     let lastCheckpoint: unknown = undefined;
