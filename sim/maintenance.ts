@@ -26,6 +26,7 @@ import { decodeLeaseCommand, type LeaseNode, type LeaseResult } from '../src/lea
 import { MaintenanceOrchestrator, occurrencesBetween, resolveSchedule, type JobContext, type ScheduleOptions } from '../src/maintenance/index.js';
 
 const NS_PER_MS = 1_000_000;
+const MAINTENANCE_HEALTHY_PHASE_NOTE = 'by the end of the healthy phase';
 const unpackr = new Unpackr({ useRecords: false });
 
 /** The schedules every node declares (simulated milliseconds). */
@@ -205,28 +206,32 @@ export class MaintenanceWorkload {
     context.signal.addEventListener('abort', () => {
       end('aborted');
     }, { once: true });
-    const resumedFrom = typeof context.lastCheckpoint === 'object' && context.lastCheckpoint !== null ? Number((context.lastCheckpoint as { step?: unknown }).step ?? 0) : 0;
-    const steps = this.world.between(JOB.minSteps, JOB.maxSteps);
-    const failAt = this.world.chancePerMille(JOB.failPerMille) ? this.world.between(resumedFrom, steps) : -1;
-    for (let step = resumedFrom; step < steps; step++) {
-      if (step === failAt) {
-        end('failed');
-        throw new Error(`simulated failure at step ${step}`);
-      }
-      await sleep(clock, JOB.stepMs, context.signal);
-      if ((step + 1) % JOB.checkpointEvery === 0) {
-        try {
-          await context.checkpoint({ step: step + 1, token: context.fencingToken });
-          this.stats.checkpointsAccepted++;
-        } catch (error) {
-          this.stats.checkpointsRefused++;
-          if (context.signal.aborted) throw error;
-          // Not fenced (a timeout): carry on; the next checkpoint may succeed.
+    if (context.signal.aborted) end('aborted');
+    try {
+      const resumedFrom = typeof context.lastCheckpoint === 'object' && context.lastCheckpoint !== null ? Number((context.lastCheckpoint as { step?: unknown }).step ?? 0) : 0;
+      // The work of an occurrence is fixed; a resumed run does what is left of it.
+      const steps = JOB.minSteps + ((context.occurrenceMs / 1_000 + context.scheduleId.length) % (JOB.maxSteps - JOB.minSteps + 1));
+      const failAt = resumedFrom < steps && this.world.chancePerMille(JOB.failPerMille) ? this.world.between(resumedFrom, steps - 1) : -1;
+      for (let step = resumedFrom; step < steps; step++) {
+        if (step === failAt) throw new Error(`simulated failure at step ${step}`);
+        await sleep(clock, JOB.stepMs, context.signal);
+        if ((step + 1) % JOB.checkpointEvery === 0) {
+          try {
+            await context.checkpoint({ step: step + 1, token: context.fencingToken });
+            this.stats.checkpointsAccepted++;
+          } catch (error) {
+            this.stats.checkpointsRefused++;
+            if (context.signal.aborted) throw error;
+            // Not fenced (a timeout): carry on; the next checkpoint may succeed.
+          }
         }
       }
+      if (context.signal.aborted) throw new Error('aborted');
+      end('completed');
+    } catch (error) {
+      end(context.signal.aborted ? 'aborted' : 'failed');
+      throw error;
     }
-    if (context.signal.aborted) throw new Error('aborted');
-    end('completed');
   }
 
   /** Stops every orchestrator (the end of the run). */
@@ -244,6 +249,8 @@ export class MaintenanceWorkload {
     readonly marginMs: number;
     readonly pausedMsDuring: (node: number, fromNs: number, toNs: number) => number;
     readonly healthyFromNs: number | null;
+    /** Whether every node caught up with the log after healing (required). */
+    readonly caughtUp: boolean;
     readonly endNs: number;
     readonly clockSpreadMs: number;
   }): MaintenanceVerdict | null {
@@ -319,6 +326,9 @@ export class MaintenanceWorkload {
       }
     }
     // MaintenanceLiveness: occurrences well inside the healthy phase run.
+    if (!options.caughtUp) {
+      return { property: 'MaintenanceLiveness', message: `some node had not applied what was committed at healing ${MAINTENANCE_HEALTHY_PHASE_NOTE}` };
+    }
     if (options.healthyFromNs !== null) {
       const settleMs = 1_500 + options.clockSpreadMs;
       const fromMs = options.healthyFromNs / NS_PER_MS + settleMs;

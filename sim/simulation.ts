@@ -214,6 +214,8 @@ export class Simulation {
   private readonly healAtNs: number;
   private readonly livenessBoundNs: number;
   private healedAtNs: number | null = null;
+  /** Maintenance workload: when every node had applied what was committed when the cluster healed. */
+  private caughtUpAtNs: number | null = null;
   private readonly maxSteps: number;
   private readonly snapshotPolicy: SnapshotPolicy | false;
   private readonly raftOptions: Partial<RaftOptions>;
@@ -377,7 +379,8 @@ export class Simulation {
           exclusionPromised,
           marginMs: LOCK_MARGIN_MS,
           pausedMsDuring: (node, fromNs, toNs) => this.pausedMsDuring(node, fromNs, toNs),
-          healthyFromNs: this.livenessAtNs,
+          healthyFromNs: this.livenessAtNs === null || this.caughtUpAtNs === null ? null : Math.max(this.livenessAtNs, this.caughtUpAtNs),
+          caughtUp: this.caughtUpAtNs !== null,
           endNs: world.nowNs,
           clockSpreadMs: Math.max(...world.nodes.map((node) => Math.abs(localTimeNs(node.clock, world.nowNs) - world.nowNs))) / NS_PER_MS,
         });
@@ -895,6 +898,27 @@ export class Simulation {
       if (!slot.alive) this.startNode(index);
     }
     this.probeLiveness();
+    if (this.maintenanceWorkload !== null) this.probeCaughtUp();
+  }
+
+  /**
+   * Watches for every node to apply what was committed at healing. Until then a lagging node (one
+   * installing a snapshot, say) can win a lock without learning that it did, which holds the
+   * occurrence up for a lock TTL; the orchestrator's liveness is judged from this point.
+   */
+  private probeCaughtUp(): void {
+    const world = this.world;
+    const targetIndex = Math.max(0, ...this.rafts.map((raft) => raft?.status().commitIndex ?? 0));
+    const check = (): void => {
+      if (this.caughtUpAtNs !== null) return;
+      if (this.rafts.every((raft) => raft !== null && raft.status().appliedIndex >= targetIndex)) {
+        this.caughtUpAtNs = world.nowNs;
+        world.record(() => `caught-up index=${targetIndex}`);
+        return;
+      }
+      world.schedule(50 * NS_PER_MS, 'caught-up-probe', null, check);
+    };
+    check();
   }
 
   /** Proposes a marker through every node in turn until one commits. */

@@ -254,7 +254,14 @@ export class Raft {
   /** The newest snapshot this node has: sent to followers that need compacted entries. */
   private latestSnapshot: Snapshot | null;
   /** Follower only: the snapshot being received in chunks. */
-  private incomingSnapshot: { readonly message: InstallSnapshot; readonly chunks: Uint8Array[]; receivedBytes: number; gapReportedAt: number | null } | null = null;
+  private incomingSnapshot: {
+    readonly message: InstallSnapshot;
+    readonly chunks: Uint8Array[];
+    receivedBytes: number;
+    /** The position the latest gap answer named, and the highest chunk offset seen beyond it since. */
+    gapReportedAt: number | null;
+    highestOffsetSinceGap: number;
+  } | null = null;
   /** A snapshot received from the leader, to be persisted and restored by the runtime. */
   private snapshotToInstall: Snapshot | null = null;
 
@@ -1275,7 +1282,7 @@ export class Raft {
       if (message.totalBytes > this.config.maxSnapshotBytes) return;
       // Chunks are matched by snapshot index, term and size: snapshots at one index are byte-identical
       // on every node (deterministic state machines), so a new leader's transfer may continue an old one.
-      incoming = { message, chunks: [], receivedBytes: 0, gapReportedAt: null };
+      incoming = { message, chunks: [], receivedBytes: 0, gapReportedAt: null, highestOffsetSinceGap: -1 };
       this.incomingSnapshot = incoming;
     }
     invariant(incoming !== null, 'no incoming snapshot');
@@ -1284,10 +1291,18 @@ export class Raft {
       return;
     }
     if (message.offset > incoming.receivedBytes) {
-      // One gap answer per position: the rest of the window in flight would report the same gap.
-      if (incoming.gapReportedAt !== incoming.receivedBytes) {
+      // One gap answer per position while the leader's window moves forward: the rest of the window
+      // in flight would report the same gap. A chunk offset seen again means the leader resent after
+      // a stall (it never got the answer, or ignored it): answer again, or the transfer stalls for
+      // good — the leader would keep resending from what it believes was acknowledged before this
+      // node restarted.
+      const resent = message.offset <= incoming.highestOffsetSinceGap;
+      if (incoming.gapReportedAt !== incoming.receivedBytes || resent) {
         incoming.gapReportedAt = incoming.receivedBytes;
+        incoming.highestOffsetSinceGap = message.offset;
         ack(incoming.receivedBytes, true);
+      } else {
+        incoming.highestOffsetSinceGap = Math.max(incoming.highestOffsetSinceGap, message.offset);
       }
       return;
     }

@@ -684,7 +684,8 @@ describe('list()', () => {
     expect(before[0]).toMatchObject({ nextOccurrenceMs: Date.UTC(2026, 0, 1, 1, 0, 0), lastOutcome: null, current: null });
 
     await advanceUntil(c, () => starts.length === 1, 20_000);
-    await advance(c, 300);
+    // Every node's clock is past the occurrence (the others lost the lock to n2).
+    await advanceToWall(c, FIRST_MS + 1_000);
     const runner = starts[0];
     expect(runner?.node).toBe('n2');
     for (const id of IDS) {

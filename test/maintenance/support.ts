@@ -157,15 +157,17 @@ export async function stopMaintenanceCluster(c: MaintenanceCluster): Promise<voi
 }
 
 /**
- * Crashes node `id`: its Raft node stops at once, with no leadership hand-over and no lease released;
- * every later proposal through it fails. Its orchestrator (if any) is left as it is, cut off from the
- * cluster like a process that died: it can neither renew nor record anything.
+ * Crashes node `id` as a process crash would: its Raft node stops at once, with no leadership
+ * hand-over and no lease released, and then its orchestrator (if any) goes quiet. The orchestrator is
+ * stopped only after the node, so nothing it does on the way out reaches the cluster: its jobs' leases
+ * are neither renewed nor released and simply expire.
  */
 export async function crashNode(c: MaintenanceCluster, id: Id): Promise<void> {
   const node = c.nodes.get(id);
   if (node === undefined) throw new Error(`no node ${id}`);
   await node.raft.stop({ transferLeadership: false });
   await node.stop();
+  await c.orchestrators.get(id)?.stop();
 }
 
 /** Starts a crashed node again on its storage (no orchestrator) and puts it in its place in `c.nodes`. */
