@@ -23,7 +23,7 @@ import { pino } from 'pino';
 import type { LogIndex } from '../src/raft/index.js';
 import type { Clock } from '../src/runtime/index.js';
 import { decodeLeaseCommand, type LeaseNode, type LeaseResult } from '../src/lease/index.js';
-import { MaintenanceOrchestrator, occurrencesBetween, resolveSchedule, type JobContext, type ScheduleOptions } from '../src/maintenance/index.js';
+import { MaintenanceOrchestrator, occurrencesBetween, resolveSchedule, type JobContext, type OrchestratorBug, type ScheduleOptions } from '../src/maintenance/index.js';
 
 const NS_PER_MS = 1_000_000;
 const MAINTENANCE_HEALTHY_PHASE_NOTE = 'by the end of the healthy phase';
@@ -119,7 +119,10 @@ export class MaintenanceWorkload {
   private readonly orchestrators: (MaintenanceOrchestrator | null)[];
   private readonly incarnations: number[];
 
-  constructor(private readonly world: MaintenanceWorldAccess) {
+  constructor(
+    private readonly world: MaintenanceWorldAccess,
+    private readonly bug: OrchestratorBug | null = null,
+  ) {
     this.orchestrators = Array.from({ length: world.nodeCount() }, () => null);
     this.incarnations = Array.from({ length: world.nodeCount() }, () => 0);
   }
@@ -138,6 +141,7 @@ export class MaintenanceWorkload {
       metrics: false,
       pollIntervalMs: 50,
       maxConcurrentJobs: 2,
+      ...(this.bug === null ? {} : { testOnlyBug: this.bug }),
     });
     for (const schedule of SIM_SCHEDULES) orchestrator.register({ ...schedule, run: (context) => this.job(index, incarnation, clock, context) });
     orchestrator.start();

@@ -13,6 +13,7 @@ import { RaftNode, type SnapshotPolicy, type StateMachine } from '../src/runtime
 import { DEFAULT_LOCK_WORKLOAD, LockWorkload, type LockHistoryEvent, type LockWorkloadOptions } from './lock.js';
 import { checkLockLinearizable } from './lock-linearizability.js';
 import { MaintenanceWorkload, type MaintenanceStats } from './maintenance.js';
+import type { OrchestratorBug } from '../src/maintenance/index.js';
 import { SafetyChecker, ViolationError, type Violation } from './checkers.js';
 import { enabledFaults, swarmFaults, type FaultConfig } from './faults.js';
 import { DEFAULT_KV_WORKLOAD, KvStateMachine, KvWorkload, encodeKvCommand, type KvResult, type KvWorkloadOptions } from './kv.js';
@@ -74,6 +75,8 @@ export interface SimulationOptions {
    * exclusion checker has teeth). @internal
    */
   readonly testOnlyLessorExpiresEarly?: boolean;
+  /** Maintenance workload: run a deliberately broken orchestrator (proves the checkers have teeth). @internal */
+  readonly testOnlyOrchestratorBug?: OrchestratorBug;
   /** Bound on the linearizability search per key. Default 2,000,000 steps. */
   readonly linearizabilityMaxSteps?: number;
   /**
@@ -284,7 +287,7 @@ export class Simulation {
             chancePerMille: (perMille) => this.world.chancePerMille(perMille),
             clockFor: (index) => this.world.clockFor(index),
             nodeCount: () => this.nodeCount,
-          })
+          }, options.testOnlyOrchestratorBug ?? null)
         : null;
     this.workload =
       this.workloadKind !== 'none' && this.workloadKind !== 'lock' && this.workloadKind !== 'maintenance'

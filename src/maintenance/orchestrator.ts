@@ -83,7 +83,22 @@ export interface OrchestratorOptions {
   readonly metrics?: MaintenanceMetrics | false;
   /** How long `stop()` waits for aborted jobs to return. Default 10,000 ms. */
   readonly stopTimeoutMs?: number;
+  /**
+   * A deliberately broken orchestrator, for proving that the simulator's maintenance checkers catch
+   * it. Never set it otherwise.
+   *
+   * @internal
+   */
+  readonly testOnlyBug?: OrchestratorBug;
 }
+
+/**
+ * Deliberate bugs: run an occurrence the records call settled; keep a job running after its lease
+ * was lost; start a resumed run without its checkpoint.
+ *
+ * @internal
+ */
+export type OrchestratorBug = 'RunSettledOccurrences' | 'IgnoreLeaseLoss' | 'ForgetCheckpoint';
 
 /** A schedule as {@link MaintenanceOrchestrator.list} reports it. */
 export interface ScheduleStatus {
@@ -160,6 +175,7 @@ export class MaintenanceOrchestrator {
   private startedWallMs = 0;
   private runningJobs = 0;
   private unregisterRaftMetrics: (() => void) | null = null;
+  private readonly bug: OrchestratorBug | null;
 
   constructor(options: OrchestratorOptions) {
     this.node = options.node;
@@ -173,6 +189,7 @@ export class MaintenanceOrchestrator {
     this.maxCheckpointBytes = positiveInteger('maxCheckpointBytes', options.maxCheckpointBytes ?? MAX_CHECKPOINT_BYTES, MAX_CHECKPOINT_BYTES);
     this.stopTimeoutMs = positiveInteger('stopTimeoutMs', options.stopTimeoutMs ?? 10_000, 3_600_000);
     this.metrics = options.metrics === false ? null : (options.metrics ?? new MaintenanceMetrics());
+    this.bug = options.testOnlyBug ?? null;
   }
 
   /**
@@ -363,6 +380,10 @@ export class MaintenanceOrchestrator {
       await this.release(lease);
       return;
     }
+    if (begun.type === 'Settled' && this.bug === 'RunSettledOccurrences') {
+      await this.run(state, occurrenceMs, lease, { occurrenceMs, owner: lease.owner, fencingToken: lease.fencingToken, attempts: 1, checkpoint: null, checkpointToken: null });
+      return;
+    }
     if (begun.type !== 'Begun') {
       if (begun.type === 'Settled') {
         state.declinedOccurrenceMs = occurrenceMs;
@@ -391,6 +412,7 @@ export class MaintenanceOrchestrator {
     const { schedule } = state;
     const controller = new AbortController();
     const onLeaseLost = (): void => {
+      if (this.bug === 'IgnoreLeaseLoss') return;
       if (!controller.signal.aborted) controller.abort(lease.signal.reason);
     };
     lease.signal.addEventListener('abort', onLeaseLost, { once: true });
@@ -398,7 +420,7 @@ export class MaintenanceOrchestrator {
     const stopKeepAlive = lease.keepAlive({ intervalMs: Math.max(1, Math.floor(schedule.lockTtlMs / 3)) });
     const logger = this.logger.child({ scheduleId: schedule.id, occurrence: iso(occurrenceMs), fencingToken: lease.fencingToken });
     let lastCheckpoint: unknown = undefined;
-    if (run.checkpoint !== null) {
+    if (run.checkpoint !== null && this.bug !== 'ForgetCheckpoint') {
       try {
         lastCheckpoint = unpackr.unpack(run.checkpoint);
       } catch (error) {

@@ -26,6 +26,7 @@ import {
   type RaftOptions,
   type Ready,
   type Snapshot,
+  type SnapshotResponse,
 } from '../../src/raft/index.js';
 import { TestCluster, drain, electedCluster, type StoredState } from '../support/cluster.js';
 
@@ -673,5 +674,125 @@ describe('§7 gap answers do not multiply traffic', () => {
     expect(cluster.appliedData('n3')).toEqual(cluster.appliedData('n1'));
     // 48 messages with one rewind per gap offset; resending a window per gap answer took 144.
     expect(chunksSent, `messages delivered: ${chunksSent}`).toBeLessThan(80);
+  });
+});
+
+describe('§7 a resent chunk beyond a gap is answered again', () => {
+  /** Chunk `[offset, offset + 4)` of `data` (a 4-byte-chunk transfer of the snapshot at 5@1) from n1 to n2. */
+  const chunkOf = (data: Uint8Array, offset: number): InstallSnapshot => {
+    const end = Math.min(data.byteLength, offset + 4);
+    return { ...installSnapshot({ term: 1, index: 5, indexTerm: 1, data }), offset, data: data.subarray(offset, end), done: end === data.byteLength };
+  };
+
+  /** Steps `node` with `message` and returns its SnapshotResponses as [receivedBytes, gap]. */
+  const answersTo = (node: RawNode, message: InstallSnapshot): [number, boolean][] => {
+    node.step(message);
+    const sent = drain(node).flatMap((ready) => [...ready.messages, ...ready.messagesAfterPersist]);
+    return ofType(sent, 'SnapshotResponse').map((response) => [response.receivedBytes, response.gap]);
+  };
+
+  it('one gap answer per position while the window moves forward, and another when a chunk offset is seen again (a resend after a stall)', () => {
+    const node = makeFollower([1], { term: 1, commit: 1 });
+    drain(node);
+    const data = encoder.encode('0123456789abcdefghijklmn');
+    expect(answersTo(node, chunkOf(data, 0))).toEqual([[4, false]]);
+    // Chunk 4 is lost: the first chunk beyond the hole reports it, the rest of that window is silent.
+    expect(answersTo(node, chunkOf(data, 8))).toEqual([[4, true]]);
+    expect(answersTo(node, chunkOf(data, 12))).toEqual([]);
+    expect(answersTo(node, chunkOf(data, 16))).toEqual([]);
+    // That gap answer was lost; the leader's stall check resends the same window. Offset 8 was seen
+    // before: the follower reports the gap again (before the fix it stayed silent for good).
+    expect(answersTo(node, chunkOf(data, 8))).toEqual([[4, true]]);
+    expect(answersTo(node, chunkOf(data, 12))).toEqual([]);
+    expect(answersTo(node, chunkOf(data, 16))).toEqual([]);
+    // The missing chunk arrives; a new hole at a new position gets its own single answer.
+    expect(answersTo(node, chunkOf(data, 4))).toEqual([[8, false]]);
+    expect(answersTo(node, chunkOf(data, 16))).toEqual([[8, true]]);
+    expect(answersTo(node, chunkOf(data, 20))).toEqual([]);
+    expect(node.status().snapshotIndex).toBe(0);
+    // The rest in order: the transfer completes with the bytes the leader sent.
+    for (const offset of [8, 12, 16]) expect(answersTo(node, chunkOf(data, offset))).toEqual([[offset + 4, false]]);
+    node.step(chunkOf(data, 20));
+    const readys = drain(node);
+    const installed = must(readys.find((ready) => ready.snapshot !== null)?.snapshot, 'installed snapshot');
+    expect(installed.metadata.index).toBe(5);
+    expect(Array.from(installed.data)).toEqual(Array.from(data));
+    expect(ofType(readys.flatMap((ready) => ready.messagesAfterPersist), 'AppendResponse')).toMatchObject([{ to: 'n1', success: true, index: 5 }]);
+    expect(node.status()).toMatchObject({ snapshotIndex: 5, commitIndex: 5, appliedIndex: 5 });
+  });
+
+  it('a follower that restarts after acknowledging 512 bytes, takes a delayed first chunk and whose one gap answer is lost still gets the snapshot', () => {
+    // Twelve texts of 90 bytes: a snapshot of about 1.1 KB, in 64-byte chunks, four in flight.
+    const texts = Array.from({ length: 12 }, (_, i) => String.fromCharCode(0x61 + i).repeat(90));
+    const cluster = laggingFollowerCluster(texts, { maxSnapshotChunkBytes: 64, maxInflightSnapshotChunks: 4 });
+    const snapshotIndex = 1 + texts.length;
+    expect(cluster.node('n1').status().snapshotIndex).toBe(snapshotIndex);
+    expect(snapshotBytes(texts)).toBeGreaterThan(768);
+    const firstWindow = startTransfer(cluster);
+    expect(firstWindow.map((chunk) => chunk.offset)).toEqual([0, 64, 128, 192]);
+    // The network keeps a copy of the first chunk, to deliver it late.
+    const delayedFirstChunk = must(firstWindow[0], 'first chunk');
+
+    // Chunks and acknowledgements in send order until n1 has n3's acknowledgement of 512 bytes.
+    for (let step = 0; step < 1_000 && (progressOf(cluster, 'n1', 'n3').snapshotAckedBytes ?? 0) < 512; step++) {
+      cluster.deliverOne(must(cluster.queue.shift(), 'queued message'));
+    }
+    expect(progressOf(cluster, 'n1', 'n3')).toMatchObject({ state: 'Snapshot', snapshotAckedBytes: 512 });
+    // The rest in flight is lost, and n3 restarts: the 512 bytes it held are gone.
+    cluster.dropAll();
+    expect(storedOf(cluster, 'n3').snapshot).toBeNull();
+    cluster.start('n3');
+    expect(cluster.node('n3').status()).toMatchObject({ snapshotIndex: 0, commitIndex: 1 });
+
+    // The delayed first chunk arrives: n3 holds 64 bytes again. Its acknowledgement is below what n1
+    // believes n3 holds, so n1 keeps 512.
+    cluster.deliverOne(delayedFirstChunk);
+    const lowAck = cluster.take((message) => message.type === 'SnapshotResponse');
+    expect(lowAck).toMatchObject({ from: 'n3', snapshotIndex, receivedBytes: 64, gap: false });
+    cluster.deliverOne(lowAck);
+    expect(cluster.queue).toEqual([]);
+    expect(progressOf(cluster, 'n1', 'n3')).toMatchObject({ state: 'Snapshot', snapshotAckedBytes: 512 });
+
+    /** Two heartbeat round trips without progress; returns the chunks n1's stall check then sends. */
+    const stallResend = (): InstallSnapshot[] => {
+      for (let round = 0; round < 2; round++) {
+        cluster.tick('n1');
+        cluster.deliverWhere((message) => message.type !== 'InstallSnapshot');
+      }
+      return chunksTo(cluster, 'n3');
+    };
+    /** Delivers the chunks queued for n3 (not what they cause) and takes n3's answers from the queue. */
+    const deliverChunks = (): SnapshotResponse[] => {
+      for (const chunk of chunksTo(cluster, 'n3')) cluster.deliverOne(cluster.take((message) => message === chunk));
+      const answers = ofType(cluster.queue, 'SnapshotResponse');
+      cluster.queue = cluster.queue.filter((message) => message.type !== 'SnapshotResponse');
+      return answers;
+    };
+
+    // The stall check resends the window from byte 512, beyond n3's 64. n3 reports the gap once; that
+    // answer is lost.
+    expect(stallResend().map((chunk) => chunk.offset)).toEqual([512, 576, 640, 704]);
+    expect(deliverChunks()).toMatchObject([{ from: 'n3', to: 'n1', snapshotIndex, receivedBytes: 64, gap: true }]);
+    expect(progressOf(cluster, 'n1', 'n3')).toMatchObject({ state: 'Snapshot', snapshotAckedBytes: 512 });
+
+    // n1 resends the same window; n3 has seen those offsets and answers the gap again (before the fix
+    // it stayed silent, and every later stall resent the same window to no avail).
+    expect(stallResend().map((chunk) => chunk.offset)).toEqual([512, 576, 640, 704]);
+    const again = deliverChunks();
+    expect(again).toMatchObject([{ from: 'n3', to: 'n1', snapshotIndex, receivedBytes: 64, gap: true }]);
+    cluster.deliverOne(must(again[0], 'second gap answer'));
+    // n1 rewinds to what n3 holds now, and the transfer runs to the end.
+    expect(progressOf(cluster, 'n1', 'n3').snapshotAckedBytes).toBe(64);
+    expect(chunksTo(cluster, 'n3').map((chunk) => chunk.offset)).toEqual([64, 128, 192, 256]);
+    cluster.deliverAll((message) => message.type !== 'Heartbeat');
+    expect(cluster.trace).toContain(`n3 restores snapshot ${snapshotIndex}@1`);
+    expect(cluster.node('n3').status()).toMatchObject({ snapshotIndex, commitIndex: snapshotIndex });
+    expect(cluster.appliedData('n3')).toEqual(texts);
+    expect(progressOf(cluster, 'n1', 'n3')).toMatchObject({ state: 'Replicate', match: snapshotIndex });
+    // Replication continues from the log.
+    cluster.propose('n1', 'later');
+    cluster.deliverAll();
+    expect(cluster.node('n3').status().commitIndex).toBe(snapshotIndex + 1);
+    expect(cluster.appliedData('n3')).toEqual([...texts, 'later']);
   });
 });

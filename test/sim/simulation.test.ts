@@ -124,6 +124,30 @@ describe('CI sweep', () => {
     expect(grants, 'leases granted').toBeGreaterThan(500);
   }, 600_000);
 
+  it('150 seeds of the maintenance workload on 3, 5 and 7 nodes run each occurrence once, exclusively, from its last checkpoint, and every healthy one', async () => {
+    const failures: string[] = [];
+    let exclusionChecked = 0;
+    const totals = { runs: 0, resumed: 0, finishedOk: 0, finishedError: 0, missed: 0, checkpointsRefused: 0, livenessChecked: 0 };
+    for (let seed = 1; seed <= 150; seed++) {
+      const nodeCount = [3, 5, 7][seed % 3] ?? 5;
+      const result = await simulate({ seed, nodeCount, workload: 'maintenance' });
+      if (result.leaseExclusion === 'checked') exclusionChecked++;
+      const stats = result.maintenanceStats;
+      if (stats !== null) for (const key of Object.keys(totals) as (keyof typeof totals)[]) totals[key] += stats[key];
+      if (!result.ok) failures.push(`seed ${seed}: ${result.violation?.property ?? ''} ${result.violation?.message ?? ''} (npx raftlease sim run --seed ${seed} --nodes ${nodeCount} --workload maintenance)`);
+    }
+    expect(failures).toEqual([]);
+    // The sweep exercised what the checkers judge: many runs, resumes after lost leases, refused
+    // (fenced) checkpoints, failures, missed occurrences, and healthy occurrences that had to run.
+    expect(exclusionChecked, 'runs in which exclusion was promised and checked').toBeGreaterThan(40);
+    expect(totals.runs).toBeGreaterThan(2_000);
+    expect(totals.resumed).toBeGreaterThan(20);
+    expect(totals.checkpointsRefused).toBeGreaterThan(10);
+    expect(totals.finishedError).toBeGreaterThan(20);
+    expect(totals.missed).toBeGreaterThan(20);
+    expect(totals.livenessChecked).toBeGreaterThan(500);
+  }, 600_000);
+
   it('150 seeds with lease-based reads keep the kv history linearizable', async () => {
     const failures: string[] = [];
     for (let seed = 1; seed <= 150; seed++) {

@@ -6,6 +6,7 @@
 import { describe, expect, it } from 'vitest';
 import { NO_FAULTS, simulate, type SimulationOptions } from '../../sim/index.js';
 import type { InjectedBug } from '../../src/raft/index.js';
+import type { OrchestratorBug } from '../../src/maintenance/index.js';
 
 const MAX_SEEDS = 1_000;
 
@@ -61,6 +62,30 @@ describe('the lock checkers catch a deliberately broken lessor', () => {
     const control = await simulate({ ...options, seed: found.seed });
     expect(control.violation, `seed ${found.seed} also fails with the correct lessor`).toBeNull();
   }, 300_000);
+});
+
+describe('the maintenance checkers catch a deliberately broken orchestrator', () => {
+  const cases: readonly { readonly bug: OrchestratorBug; readonly property: string }[] = [
+    { bug: 'RunSettledOccurrences', property: 'MaintenanceOnce' },
+    { bug: 'IgnoreLeaseLoss', property: 'MaintenanceExclusion' },
+    { bug: 'ForgetCheckpoint', property: 'MaintenanceResume' },
+  ];
+  for (const { bug, property } of cases) {
+    it(`finds ${bug} within ${MAX_SEEDS} seeds (${property})`, async () => {
+      const options: Omit<SimulationOptions, 'seed'> = { nodeCount: 5, workload: 'maintenance' };
+      let found: { seed: number; property: string } | null = null;
+      for (let seed = 1; seed <= MAX_SEEDS && found === null; seed++) {
+        const result = await simulate({ ...options, seed, testOnlyOrchestratorBug: bug });
+        if (result.violation !== null) found = { seed, property: result.violation.property };
+      }
+      expect(found, `${bug} was not detected in ${MAX_SEEDS} seeds`).not.toBeNull();
+      if (found === null) return;
+      console.log(`${bug}: found by seed ${found.seed}, property ${found.property}`);
+      expect(found.property).toBe(property);
+      const control = await simulate({ ...options, seed: found.seed });
+      expect(control.violation, `seed ${found.seed} also fails with the correct orchestrator`).toBeNull();
+    }, 300_000);
+  }
 });
 
 describe('the simulator catches deliberately broken cores', () => {
