@@ -83,6 +83,8 @@ export interface OrchestratorOptions {
   readonly metrics?: MaintenanceMetrics | false;
   /** How long `stop()` waits for aborted jobs to return. Default 10,000 ms. */
   readonly stopTimeoutMs?: number;
+  /** How long a node waits to catch up with the cluster's log before competing. Default 2,000 ms. */
+  readonly catchUpTimeoutMs?: number;
   /**
    * A deliberately broken orchestrator, for proving that the simulator's maintenance checkers catch
    * it. Never set it otherwise.
@@ -165,15 +167,19 @@ export class MaintenanceOrchestrator {
   private readonly pollIntervalMs: number;
   private readonly maxCheckpointBytes: number;
   private readonly stopTimeoutMs: number;
+  private readonly catchUpTimeoutMs: number;
   private readonly metrics: MaintenanceMetrics | null;
   private readonly nodeId: string;
   private readonly owner: string;
   private readonly schedules = new Map<string, ScheduleState>();
   private timer: Timer | null = null;
+  private timerDueMs = 0;
   private started = false;
   private stopped = false;
   private startedWallMs = 0;
   private runningJobs = 0;
+  /** Schedules competing for an occurrence or running its job here (bounded by `maxConcurrentJobs`). */
+  private busySlots = 0;
   private unregisterRaftMetrics: (() => void) | null = null;
   private readonly bug: OrchestratorBug | null;
 
@@ -188,6 +194,7 @@ export class MaintenanceOrchestrator {
     this.pollIntervalMs = positiveInteger('pollIntervalMs', options.pollIntervalMs ?? 1_000, 3_600_000);
     this.maxCheckpointBytes = positiveInteger('maxCheckpointBytes', options.maxCheckpointBytes ?? MAX_CHECKPOINT_BYTES, MAX_CHECKPOINT_BYTES);
     this.stopTimeoutMs = positiveInteger('stopTimeoutMs', options.stopTimeoutMs ?? 10_000, 3_600_000);
+    this.catchUpTimeoutMs = positiveInteger('catchUpTimeoutMs', options.catchUpTimeoutMs ?? 2_000, 3_600_000);
     this.metrics = options.metrics === false ? null : (options.metrics ?? new MaintenanceMetrics());
     this.bug = options.testOnlyBug ?? null;
   }
@@ -266,9 +273,13 @@ export class MaintenanceOrchestrator {
 
   // ---------------------------------------------------------------------------------------------
 
+  /** Examines the schedules in `delayMs`, unless a poll is already due sooner. */
   private wake(delayMs: number): void {
     if (this.stopped || !this.started) return;
+    const dueMs = this.clock.nowMs() + Math.max(0, delayMs);
+    if (this.timer !== null && this.timerDueMs <= dueMs) return;
     this.timer?.cancel();
+    this.timerDueMs = dueMs;
     this.timer = this.clock.setTimer(Math.max(0, delayMs), () => {
       this.timer = null;
       this.poll();
@@ -312,15 +323,26 @@ export class MaintenanceOrchestrator {
     }
     // After losing to a holder, try again only once this node has seen the lock freed.
     if (state.lastTried?.occurrenceMs === open && state.lastTried.lostTo !== null && this.node.table.get(schedule.id) !== undefined) return null;
-    if (this.runningJobs >= this.maxConcurrentJobs) {
-      this.logger.debug({ scheduleId: schedule.id, occurrenceMs: open, running: this.runningJobs }, `schedule ${schedule.id} deferred: ${this.runningJobs} jobs running here`);
+    // A slot is taken from the start of the competition: two schedules due at once must not both
+    // get past this check before either job has started.
+    if (this.busySlots >= this.maxConcurrentJobs) {
+      this.logger.debug({ scheduleId: schedule.id, occurrenceMs: open, running: this.runningJobs }, `schedule ${schedule.id} deferred: ${this.busySlots} jobs running or starting here`);
       return null;
     }
     state.busy = true;
-    void this.compete(state, open).finally(() => {
-      state.busy = false;
-      if (!this.stopped) this.wake(0);
-    });
+    this.busySlots++;
+    void this.compete(state, open)
+      .catch((error: unknown) => {
+        // A broken invariant surfaces here; it must not stop the other schedules.
+        this.logger.error({ scheduleId: schedule.id, occurrenceMs: open, err: error }, `schedule ${schedule.id}: unexpected failure`);
+        return false;
+      })
+      .then((ran) => {
+        state.busy = false;
+        this.busySlots--;
+        // After a run the next occurrence may be due at once; after a failed try, wait for the next poll.
+        this.wake(ran ? 0 : this.pollIntervalMs);
+      });
     return null;
   }
 
@@ -349,15 +371,26 @@ export class MaintenanceOrchestrator {
     }
   }
 
-  private async compete(state: ScheduleState, occurrenceMs: number): Promise<void> {
+  /** Competes for one occurrence; true when this node ran it. Never rejects. */
+  private async compete(state: ScheduleState, occurrenceMs: number): Promise<boolean> {
     const { schedule } = state;
+    // Catch up first (a ReadIndex round, thesis §6.4): a node far behind — installing a snapshot, say —
+    // would otherwise win the lock without learning in time that it did, and hold the occurrence up for
+    // a TTL; and a current view tells whether the occurrence is already settled.
+    try {
+      await this.node.raft.readIndex({ timeoutMs: this.catchUpTimeoutMs });
+    } catch (error) {
+      this.logger.debug({ scheduleId: schedule.id, occurrenceMs, err: error }, `schedule ${schedule.id}: not caught up with the cluster; will retry`);
+      return false;
+    }
+    if (occurrenceMs <= (this.node.table.maintenanceRecord(schedule.id)?.settledThroughMs ?? -1)) return false;
     const startedMs = this.clock.nowMs();
     let acquired;
     try {
       acquired = await this.node.tryAcquire(schedule.id, { ttlMs: schedule.lockTtlMs });
     } catch (error) {
       this.logger.debug({ scheduleId: schedule.id, occurrenceMs, err: error }, `schedule ${schedule.id}: could not reach the lock; will retry`);
-      return;
+      return false;
     }
     this.metrics?.lockAcquireDuration.observe({ node: this.nodeId, schedule: schedule.id, acquired: String(acquired.acquired) }, (this.clock.nowMs() - startedMs) / 1_000);
     if (!acquired.acquired) {
@@ -368,7 +401,7 @@ export class MaintenanceOrchestrator {
         `schedule ${schedule.id} skipped — lock held by peer ${acquired.holder}`,
       );
       if (firstLoss) this.count(schedule.id, 'skipped_lock_held');
-      return;
+      return false;
     }
     state.lastTried = { occurrenceMs, lostTo: null };
     const lease = acquired.lease;
@@ -378,11 +411,11 @@ export class MaintenanceOrchestrator {
     } catch (error) {
       this.logger.debug({ scheduleId: schedule.id, occurrenceMs, err: error }, `schedule ${schedule.id}: could not record the start; releasing the lock`);
       await this.release(lease);
-      return;
+      return false;
     }
     if (begun.type === 'Settled' && this.bug === 'RunSettledOccurrences') {
       await this.run(state, occurrenceMs, lease, { occurrenceMs, owner: lease.owner, fencingToken: lease.fencingToken, attempts: 1, checkpoint: null, checkpointToken: null });
-      return;
+      return true;
     }
     if (begun.type !== 'Begun') {
       if (begun.type === 'Settled') {
@@ -392,15 +425,16 @@ export class MaintenanceOrchestrator {
         this.logger.warn({ scheduleId: schedule.id, occurrenceMs, result: begun }, `schedule ${schedule.id}: the start was refused`);
       }
       await this.release(lease);
-      return;
+      return false;
     }
     if (this.leaseEnded(lease)) {
       // The lock and the start took longer than the lease's validity: running now would not be exclusive.
       this.logger.debug({ scheduleId: schedule.id, occurrenceMs }, `schedule ${schedule.id}: the lease ran out before the job could start; will retry`);
       await this.release(lease);
-      return;
+      return false;
     }
     await this.run(state, occurrenceMs, lease, begun.run);
+    return true;
   }
 
   /** Read through a call so that a check after an await is not narrowed away. */

@@ -34,6 +34,12 @@ export interface SnapshotTransfer {
    * older window still in flight and is ignored: resending a window for each would multiply traffic.
    */
   rewoundTo: number | null;
+  /**
+   * `sentBytes` when the leader last rewound: chunks of the earlier window, still in flight, lie below
+   * it. Once the follower acknowledged this far none of them can report a gap, and `rewoundTo` is
+   * cleared so that a later, separate loss gets its own rewind at once.
+   */
+  rewindEndBytes: number;
 }
 
 /** A bounded FIFO of in-flight AppendEntries messages, each remembered by its last index and size. */
@@ -141,7 +147,7 @@ export class Progress {
     this.state = 'Snapshot';
     this.probeSent = false;
     this.inflights.reset();
-    this.snapshotTransfer = { snapshot, sentBytes: 0, ackedBytes: 0, doneSent: false, stalled: false, rewoundTo: null };
+    this.snapshotTransfer = { snapshot, sentBytes: 0, ackedBytes: 0, doneSent: false, stalled: false, rewoundTo: null, rewindEndBytes: 0 };
   }
 
   /** Switches to probing from `match + 1`. */

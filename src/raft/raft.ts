@@ -1246,12 +1246,20 @@ export class Raft {
       if (transfer.rewoundTo !== null && received >= transfer.rewoundTo && received < transfer.sentBytes) return;
       // A chunk was lost, or the follower restarted and lost what it had received: resume from what
       // it holds now, even if that is less than it acknowledged before.
+      transfer.rewindEndBytes = transfer.sentBytes;
       transfer.ackedBytes = received;
       transfer.sentBytes = received;
       transfer.doneSent = false;
       transfer.rewoundTo = received;
     } else if (received > transfer.ackedBytes) {
       transfer.ackedBytes = received;
+      // The follower holds more than was sent since a rewind (it had kept those chunks, or this is an
+      // old answer): continue after it, never with more than the window in flight.
+      if (received > transfer.sentBytes) {
+        transfer.sentBytes = received;
+        transfer.doneSent = received >= transfer.snapshot.data.byteLength;
+      }
+      if (transfer.rewoundTo !== null && received >= transfer.rewindEndBytes) transfer.rewoundTo = null;
     }
     this.sendSnapshotChunks(response.from, pr);
   }
