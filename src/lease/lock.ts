@@ -247,6 +247,28 @@ export class LeaseNode implements DistributedLock {
     throw unexpected(result);
   }
 
+  /**
+   * Renews the lease on `key` granted under `fencingToken` without a `Lease` object (the HTTP API):
+   * a fresh `ttlMs` (default: the lease's current TTL) counted by the leader from when it applies the
+   * renewal. Resolves with the renewed record; rejects with `LeaseLost` when no such lease exists (no
+   * lease on the key, another owner, or another token).
+   */
+  async renewLease(key: string, options: { readonly fencingToken: number; readonly owner?: string; readonly ttlMs?: number }): Promise<LeaseRecord> {
+    const owner = options.owner ?? this.defaultOwner;
+    const problem =
+      invalidLeaseKey(key) ??
+      invalidLeaseOwner(owner) ??
+      (Number.isSafeInteger(options.fencingToken) && options.fencingToken >= 1 ? null : 'the fencing token must be a positive integer') ??
+      (options.ttlMs === undefined ? null : invalidLeaseTtl(options.ttlMs));
+    if (problem !== null) throw new RaftLeaseError('InvalidArgument', problem);
+    const ttlMs = options.ttlMs ?? this.table.get(key)?.ttlMs;
+    if (ttlMs === undefined) throw new RaftLeaseError('LeaseLost', `no lease on '${key}'; acquire it again`);
+    const result = await this.submit({ type: 'Renew', key, owner, fencingToken: options.fencingToken as LogIndex, ttlMs, requestId: this.requestId() }, undefined);
+    if (result.type === 'Granted') return result.lease;
+    if (result.type === 'NotHeld') throw new RaftLeaseError('LeaseLost', `no lease on '${key}' held by ${owner} under token ${options.fencingToken} (${result.reason}); acquire it again`);
+    throw unexpected(result);
+  }
+
   // ---------------------------------------------------------------------------------------------
   // Internals used by HeldLease
 
