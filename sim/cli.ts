@@ -32,10 +32,10 @@ export class UsageError extends Error {
 }
 
 export const SIM_USAGE = `usage:
-  raftlease sim run --seed N [--nodes 3|5|7] [--workload kv|membership|lock|none] [--duration MS] [--steps N]
+  raftlease sim run --seed N [--nodes 3|5|7] [--workload kv|membership|lock|maintenance|none] [--duration MS] [--steps N]
                     [--drift-beyond-bound] [--lease-reads] [--json] [--history FILE] [--trace FILE]
-  raftlease sim sweep --seeds A..B [--nodes 3|5|7] [--workload kv|membership|lock|none] [--duration MS] [--json]
-  raftlease sim replay --seed N --trace FILE [--nodes 3|5|7] [--workload kv|membership|lock|none] [--duration MS]
+  raftlease sim sweep --seeds A..B [--nodes 3|5|7] [--workload kv|membership|lock|maintenance|none] [--duration MS] [--json]
+  raftlease sim replay --seed N --trace FILE [--nodes 3|5|7] [--workload kv|membership|lock|maintenance|none] [--duration MS]
 
   --duration MS   simulated milliseconds of the fault phase (default 10000); a liveness phase of up
                   to 10000 ms follows

@@ -7,10 +7,15 @@
 import { parseArgs } from 'node:util';
 import { runSimCli, SIM_USAGE } from '../../sim/cli.js';
 import { runDemo } from './demo.js';
+import { CLUSTER_USAGE, resolveClusterConfig, runCluster } from './cluster.js';
+import { NODE_USAGE, isUsageProblem, resolveNodeConfig, runNode } from './node.js';
 
 const USAGE = `usage: raftlease <command> [options]
 
 commands:
+  cluster   start a local cluster of node processes with demo maintenance schedules and narrate it
+            (what 'npm start' runs); see 'raftlease cluster --help'
+  node      run one cluster member (TCP, durable storage, HTTP API); see 'raftlease node --help'
   demo      run a three-node cluster in this process and narrate an election, proposals and a failover
             --tick-ms N   milliseconds per Raft tick (default 50)
   sim       the deterministic simulator (run, sweep, replay); see 'raftlease sim --help'
@@ -31,6 +36,22 @@ async function main(argv: readonly string[]): Promise<number> {
       isTerminal: process.stdout.isTTY,
       wallMs: () => performance.now(),
     });
+  }
+  if (argv[0] === 'node' || argv[0] === 'cluster') {
+    const command = argv[0];
+    const rest = argv.slice(1);
+    if (rest.includes('--help') || rest.includes('-h')) {
+      process.stdout.write(command === 'node' ? NODE_USAGE : CLUSTER_USAGE);
+      return 0;
+    }
+    try {
+      if (command === 'node') return await runNode(resolveNodeConfig(rest));
+      return await runCluster(resolveClusterConfig(rest), (line) => process.stdout.write(`${line}\n`));
+    } catch (error) {
+      if (!isUsageProblem(error)) throw error;
+      process.stderr.write(`raftlease ${command}: ${error instanceof Error ? error.message : String(error)}\n\n${command === 'node' ? NODE_USAGE : CLUSTER_USAGE}`);
+      return 2;
+    }
   }
   const { values, positionals } = parseArgs({
     args: [...argv],

@@ -263,6 +263,7 @@ export class LeaseNode implements DistributedLock {
     if (problem !== null) throw new RaftLeaseError('InvalidArgument', problem);
     const ttlMs = options.ttlMs ?? this.table.get(key)?.ttlMs;
     if (ttlMs === undefined) throw new RaftLeaseError('LeaseLost', `no lease on '${key}'; acquire it again`);
+    if (options.ttlMs !== undefined) this.validate(key, owner, options.ttlMs);
     const result = await this.submit({ type: 'Renew', key, owner, fencingToken: options.fencingToken as LogIndex, ttlMs, requestId: this.requestId() }, undefined);
     if (result.type === 'Granted') return result.lease;
     if (result.type === 'NotHeld') throw new RaftLeaseError('LeaseLost', `no lease on '${key}' held by ${owner} under token ${options.fencingToken} (${result.reason}); acquire it again`);

@@ -8,3 +8,5 @@ export * from './errors.js';
 export * from './interfaces.js';
 export * from './memory.js';
 export * from './raft-node.js';
+export * from './tcp-transport.js';
+export * from './file-storage.js';

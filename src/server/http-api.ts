@@ -7,6 +7,7 @@
  *
  * @module
  */
+import { timingSafeEqual } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { pino, type Logger } from 'pino';
@@ -40,6 +41,7 @@ class HttpError extends Error {
     readonly status: number,
     readonly code: string,
     message: string,
+    readonly headers: Record<string, string> = {},
   ) {
     super(message);
   }
@@ -107,7 +109,12 @@ export class HttpApi {
       send(response, status, body, contentType);
     } catch (error) {
       if (error instanceof HttpError) {
-        send(response, error.status, { error: { code: error.code, message: error.message } });
+        send(response, error.status, { error: { code: error.code, message: error.message } }, undefined, error.headers);
+        return;
+      }
+      if (request.socket.destroyed) {
+        // The client went away mid-request: nobody to answer.
+        this.logger.debug({ err: error, url: request.url }, 'client disconnected');
         return;
       }
       const mapped = mapError(error);
@@ -117,12 +124,10 @@ export class HttpApi {
   }
 
   private async route(request: IncomingMessage): Promise<{ status: number; body: unknown; contentType?: string }> {
-    if (this.bearerToken !== null && request.headers.authorization !== `Bearer ${this.bearerToken}`) {
-      // Drain nothing: the connection is closed after the answer.
-      throw new HttpError(401, 'Unauthorized', 'missing or wrong bearer token (send Authorization: Bearer <token>)');
+    if (this.bearerToken !== null && !sameSecret(request.headers.authorization ?? '', `Bearer ${this.bearerToken}`)) {
+      throw new HttpError(401, 'Unauthorized', 'missing or wrong bearer token (send Authorization: Bearer <token>)', { 'www-authenticate': 'Bearer' });
     }
-    const url = new URL(request.url ?? '/', 'http://node');
-    const path = url.pathname;
+    const path = requestPath(request.url ?? '');
     const method = request.method ?? 'GET';
     if (path === '/metrics') {
       requireMethod(method, 'GET');
@@ -219,16 +224,15 @@ export class HttpApi {
   private async readJson(request: IncomingMessage): Promise<unknown> {
     const declared = Number(request.headers['content-length'] ?? '0');
     if (Number.isFinite(declared) && declared > this.maxBodyBytes) {
-      request.resume();
-      throw new HttpError(413, 'PayloadTooLarge', `the body may take at most ${this.maxBodyBytes} bytes`);
+      throw new HttpError(413, 'PayloadTooLarge', `the body may take at most ${this.maxBodyBytes} bytes`, { connection: 'close' });
     }
     const chunks: Buffer[] = [];
     let size = 0;
     for await (const chunk of request as AsyncIterable<Buffer>) {
       size += chunk.byteLength;
       if (size > this.maxBodyBytes) {
-        request.resume();
-        throw new HttpError(413, 'PayloadTooLarge', `the body may take at most ${this.maxBodyBytes} bytes`);
+        // Leaving the loop destroys the request stream: the connection cannot carry another request.
+        throw new HttpError(413, 'PayloadTooLarge', `the body may take at most ${this.maxBodyBytes} bytes`, { connection: 'close' });
       }
       chunks.push(chunk);
     }
@@ -250,7 +254,22 @@ function send(response: ServerResponse, status: number, body: unknown, contentTy
 }
 
 function requireMethod(method: string, allowed: string): void {
-  if (method !== allowed) throw new HttpError(405, 'MethodNotAllowed', `use ${allowed}`);
+  if (method !== allowed) throw new HttpError(405, 'MethodNotAllowed', `use ${allowed}`, { allow: allowed });
+}
+
+/** The path of an origin-form request target (`/path?query`); anything else is a 400. */
+function requestPath(target: string): string {
+  // Absolute or protocol-relative targets would be routed by the path after a host: refuse them.
+  if (!target.startsWith('/') || target.startsWith('//')) throw new HttpError(400, 'InvalidArgument', 'the request target must be a path starting with a single /');
+  const end = target.search(/[?#]/);
+  return end < 0 ? target : target.slice(0, end);
+}
+
+/** Compares secrets in time independent of where they differ. */
+function sameSecret(given: string, expected: string): boolean {
+  const a = Buffer.from(given);
+  const b = Buffer.from(expected);
+  return a.byteLength === b.byteLength && timingSafeEqual(a, b);
 }
 
 function decodeKey(encoded: string): string {

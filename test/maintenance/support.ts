@@ -213,7 +213,7 @@ export function findSamples(samples: readonly MetricSample[], name: string, labe
 /** A promise with its resolve function, for jobs that wait for the test. */
 export interface Gate {
   readonly promise: Promise<void>;
-  open(): void;
+  readonly open: () => void;
 }
 
 export function gate(): Gate {

@@ -164,7 +164,7 @@ describe('usage errors exit 2 and name the problem', () => {
     { name: 'non-integer --seed', args: ['run', '--seed', '1.5'], message: /--seed must be an integer, got '1\.5'/ },
     { name: 'non-numeric --seed', args: ['run', '--seed', 'abc'], message: /--seed must be an integer, got 'abc'/ },
     { name: '--nodes 4', args: ['run', '--seed', '1', '--nodes', '4'], message: /--nodes must be 3, 5 or 7, got 4/ },
-    { name: '--workload foo', args: ['run', '--seed', '1', '--workload', 'foo'], message: /--workload must be kv, membership, lock or none, got 'foo'/ },
+    { name: '--workload foo', args: ['run', '--seed', '1', '--workload', 'foo'], message: /--workload must be kv, membership, lock, maintenance or none, got 'foo'/ },
     { name: '--duration below the minimum', args: ['run', '--seed', '1', '--duration', '50'], message: /--duration must be between 100 and/ },
     { name: '--steps 0', args: ['run', '--seed', '1', '--steps', '0'], message: /--steps must be between 1 and/ },
     { name: 'missing --seeds', args: ['sweep'], message: /--seeds A\.\.B is required/ },

@@ -1,0 +1,269 @@
+/**
+ * `raftlease cluster`: a local cluster of `raftlease node` processes on loopback with durable storage
+ * and the demo maintenance schedules, narrated live: who leads, who holds which lock, which node ran
+ * which occurrence. Halfway through it kills (SIGKILL) the node running a job, or else the leader,
+ * and restarts it, so the narrative shows a failover and a resumed occurrence. This is `npm start`.
+ *
+ * @module
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createWriteStream, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { UsageError } from './node.js';
+
+export const CLUSTER_USAGE = `usage: raftlease cluster [options]
+
+Starts a local cluster of 'raftlease node' processes on 127.0.0.1 with durable storage and the demo
+maintenance schedules, and narrates it. Halfway through, the node running a job (or the leader) is
+killed with SIGKILL and restarted.
+
+options:
+  --nodes N          cluster size, 1–7 (default 3)
+  --base-port P      Raft ports P+1..P+N, HTTP ports P+101..P+100+N (default 7000)
+  --data-dir DIR     keep data and node logs here (default: a temporary directory, removed at the end)
+  --duration S       seconds to run, 0 for until Ctrl-C (default 60)
+  --no-chaos         do not kill and restart a node
+  --tick-ms N        Raft tick in ms (default 100)
+  -h, --help         show this help
+`;
+
+interface ClusterConfig {
+  readonly nodes: number;
+  readonly basePort: number;
+  readonly dataDir: string | null;
+  readonly durationS: number;
+  readonly chaos: boolean;
+  readonly tickMs: number;
+}
+
+export function resolveClusterConfig(argv: readonly string[]): ClusterConfig {
+  let values;
+  try {
+    ({ values } = parseArgs({
+      args: [...argv],
+      options: {
+        nodes: { type: 'string' },
+        'base-port': { type: 'string' },
+        'data-dir': { type: 'string' },
+        duration: { type: 'string' },
+        'no-chaos': { type: 'boolean' },
+        'tick-ms': { type: 'string' },
+      },
+    }));
+  } catch (error) {
+    throw new UsageError(error instanceof Error ? error.message : String(error));
+  }
+  const integer = (flag: string, text: string | undefined, fallback: number, min: number, max: number): number => {
+    if (text === undefined) return fallback;
+    const value = Number(text);
+    if (!Number.isInteger(value) || value < min || value > max) throw new UsageError(`--${flag} must be an integer in [${min}, ${max}], got '${text}'`);
+    return value;
+  };
+  return {
+    nodes: integer('nodes', values.nodes, 3, 1, 7),
+    basePort: integer('base-port', values['base-port'], 7000, 1, 65_000),
+    dataDir: values['data-dir'] ?? null,
+    durationS: integer('duration', values.duration, 60, 0, 86_400),
+    chaos: values['no-chaos'] !== true,
+    tickMs: integer('tick-ms', values['tick-ms'], 100, 1, 10_000),
+  };
+}
+
+interface Member {
+  readonly id: string;
+  readonly raftPort: number;
+  readonly httpPort: number;
+  process: ChildProcess | null;
+}
+
+interface Status {
+  readonly role: string;
+  readonly term: number;
+  readonly leader: string | null;
+  readonly commitIndex: number;
+}
+
+interface Outcome {
+  readonly occurrenceMs: number;
+  readonly result: string;
+  readonly owner: string | null;
+  readonly attempts: number;
+}
+
+interface ScheduleView {
+  readonly schedule: { readonly id: string };
+  readonly holder: string | null;
+  readonly current: { readonly occurrenceMs: number; readonly owner: string; readonly attempts: number } | null;
+  readonly recentOutcomes: readonly Outcome[];
+}
+
+/** Runs the narrated cluster. Resolves with the exit code. */
+export async function runCluster(config: ClusterConfig, print: (line: string) => void): Promise<number> {
+  const dataDir = config.dataDir ?? mkdtempSync(join(tmpdir(), 'raftlease-cluster-'));
+  mkdirSync(dataDir, { recursive: true });
+  const members: Member[] = Array.from({ length: config.nodes }, (_, index) => ({
+    id: `n${index + 1}`,
+    raftPort: config.basePort + 1 + index,
+    httpPort: config.basePort + 101 + index,
+    process: null,
+  }));
+  const peers = members.map((member) => `${member.id}=127.0.0.1:${member.raftPort}`).join(',');
+  const main = fileURLToPath(new URL('./main.js', import.meta.url));
+  const startedAt = performance.now();
+  const stamp = (): string => `${((performance.now() - startedAt) / 1_000).toFixed(1).padStart(6)} s`;
+  const say = (line: string): void => {
+    print(`${stamp()}  ${line}`);
+  };
+
+  const start = (member: Member): void => {
+    const log = createWriteStream(join(dataDir, `${member.id}.log`), { flags: 'a' });
+    const child = spawn(
+      process.execPath,
+      [
+        main,
+        'node',
+        '--id',
+        member.id,
+        '--listen',
+        `127.0.0.1:${member.raftPort}`,
+        '--http',
+        `127.0.0.1:${member.httpPort}`,
+        '--peers',
+        peers,
+        '--data-dir',
+        join(dataDir, member.id),
+        '--tick-ms',
+        String(config.tickMs),
+        '--demo-schedules',
+      ],
+      { stdio: ['ignore', 'pipe', 'pipe'] },
+    );
+    child.stdout.pipe(log);
+    child.stderr.pipe(log);
+    child.once('exit', (code, signal) => {
+      if (member.process === child) member.process = null;
+      if (signal !== 'SIGKILL' && signal !== 'SIGTERM' && code !== 0) say(`${member.id} exited with ${signal ?? `code ${String(code)}`}; see ${join(dataDir, `${member.id}.log`)}`);
+    });
+    member.process = child;
+  };
+
+  say(`starting ${config.nodes} nodes on 127.0.0.1 (Raft ports ${members[0]?.raftPort ?? 0}–${members.at(-1)?.raftPort ?? 0}, HTTP ${members[0]?.httpPort ?? 0}–${members.at(-1)?.httpPort ?? 0}); data and logs in ${dataDir}`);
+  for (const member of members) start(member);
+
+  let leader: string | null = null;
+  let term = 0;
+  const holders = new Map<string, string | null>();
+  const seenOutcomes = new Set<string>();
+  const runsByOccurrence = new Map<string, number>();
+  const running = new Map<string, string>();
+  let killed: { member: Member; atMs: number } | null = null;
+  let chaosDone = !config.chaos || config.nodes < 3;
+  const signals = { received: false };
+  const onSignal = (): void => {
+    signals.received = true;
+  };
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
+
+  // Bounded by the duration (or a signal): one observation round per second.
+  while (!signals.received && (config.durationS === 0 || performance.now() - startedAt < config.durationS * 1_000)) {
+    await sleep(1_000);
+    const statuses = await Promise.all(members.map((member) => (member.process === null ? Promise.resolve(null) : getJson<Status>(member.httpPort, '/v1/status'))));
+    const leaderStatus = statuses.find((status) => status?.role === 'Leader') ?? null;
+    const leaderId = leaderStatus === null ? null : members[statuses.indexOf(leaderStatus)]?.id ?? null;
+    if (leaderId !== leader || (leaderStatus !== null && leaderStatus.term !== term)) {
+      if (leaderId === null) say('no leader');
+      else say(`${leaderId} leads (term ${leaderStatus?.term ?? 0}, commit index ${leaderStatus?.commitIndex ?? 0})`);
+      leader = leaderId;
+      term = leaderStatus?.term ?? term;
+    }
+    const viewer = members.find((member, index) => member.process !== null && statuses[index] !== null);
+    const view = viewer === undefined ? null : await getJson<{ schedules: ScheduleView[] }>(viewer.httpPort, '/v1/maintenance/schedules');
+    for (const schedule of view?.schedules ?? []) {
+      const id = schedule.schedule.id;
+      if (holders.get(id) !== schedule.holder) {
+        say(schedule.holder === null ? `lock ${id} is free` : `lock ${id} held by ${schedule.holder}`);
+        holders.set(id, schedule.holder);
+      }
+      if (schedule.current !== null && schedule.holder !== null) {
+        const key = `${id}@${schedule.current.occurrenceMs}#${schedule.current.attempts}`;
+        if (running.get(id) !== key) {
+          running.set(id, key);
+          say(`${id} ${time(schedule.current.occurrenceMs)} running on ${schedule.current.owner}${schedule.current.attempts > 1 ? ` (attempt ${schedule.current.attempts}, resumed from its checkpoint)` : ''}`);
+        }
+      }
+      for (const outcome of schedule.recentOutcomes) {
+        const key = `${id}@${outcome.occurrenceMs}`;
+        if (seenOutcomes.has(key)) continue;
+        seenOutcomes.add(key);
+        if (outcome.result === 'ok') runsByOccurrence.set(key, (runsByOccurrence.get(key) ?? 0) + 1);
+        say(`${id} ${time(outcome.occurrenceMs)} ${outcome.result}${outcome.owner === null ? '' : ` on ${outcome.owner}`}${outcome.attempts > 1 ? ` after ${outcome.attempts} attempts` : ''}`);
+      }
+    }
+    const elapsedS = (performance.now() - startedAt) / 1_000;
+    const chaosAtS = Math.min(20, Math.max(10, config.durationS / 2 - 10));
+    if (!chaosDone && killed === null && elapsedS > chaosAtS) {
+      // Kill the node running a job (the occurrence must resume elsewhere); if none runs for a while,
+      // the leader.
+      const busy = view?.schedules.find((schedule) => schedule.current !== null && schedule.holder !== null)?.holder ?? null;
+      const target = busy ?? (elapsedS > chaosAtS + 15 ? leader : null);
+      const victim = members.find((member) => member.id === target && member.process !== null);
+      if (victim !== undefined) {
+        say(`SIGKILL ${victim.id}${busy !== null ? ' while it runs a job' : ' (the leader)'}`);
+        victim.process?.kill('SIGKILL');
+        victim.process = null;
+        killed = { member: victim, atMs: performance.now() };
+      }
+    }
+    if (killed !== null && performance.now() - killed.atMs > 8_000) {
+      say(`restarting ${killed.member.id} from its data directory`);
+      start(killed.member);
+      killed = null;
+      chaosDone = true;
+    }
+  }
+  process.off('SIGINT', onSignal);
+  process.off('SIGTERM', onSignal);
+  say('stopping the cluster (SIGTERM; leaders hand over first)');
+  await Promise.all(members.map((member) => stopMember(member)));
+  const duplicates = [...runsByOccurrence].filter(([, count]) => count > 1);
+  say(`${seenOutcomes.size} occurrences settled; ${duplicates.length === 0 ? 'none ran twice' : `RAN TWICE: ${duplicates.map(([key]) => key).join(', ')}`}`);
+  if (config.dataDir === null) rmSync(dataDir, { recursive: true, force: true });
+  return duplicates.length === 0 ? 0 : 1;
+}
+
+async function stopMember(member: Member): Promise<void> {
+  const child = member.process;
+  if (child === null) return;
+  await new Promise<void>((resolve) => {
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+    }, 10_000);
+    child.once('exit', () => {
+      clearTimeout(timer);
+      resolve();
+    });
+    child.kill('SIGTERM');
+  });
+}
+
+function time(epochMs: number): string {
+  return new Date(epochMs).toISOString().slice(11, 19);
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+async function getJson<T>(port: number, path: string): Promise<T | null> {
+  try {
+    const response = await fetch(`http://127.0.0.1:${port}${path}`, { signal: AbortSignal.timeout(800) });
+    if (!response.ok) return null;
+    return (await response.json()) as T;
+  } catch {
+    return null;
+  }
+}
