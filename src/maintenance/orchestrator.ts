@@ -207,6 +207,14 @@ export class MaintenanceOrchestrator {
     const schedule = resolveSchedule(options);
     if (typeof options.run !== 'function') throw new ConfigError('run', `schedule '${schedule.id}': run must be a function returning a promise`);
     if (this.schedules.has(schedule.id)) throw new ConfigError('id', `schedule '${schedule.id}' is already registered`);
+    // The lease layer refuses TTLs that leave the holder no validity after the drift bound and margin:
+    // such a schedule could never run, so refuse it here, where the mistake is made.
+    if (this.node.validityMs(schedule.lockTtlMs) <= 0) {
+      throw new ConfigError(
+        'lockTtlMs',
+        `schedule '${schedule.id}': lock TTL ${schedule.lockTtlMs} ms leaves no validity after this node's lease margin and drift bound; raise lockTtlMs`,
+      );
+    }
     this.schedules.set(schedule.id, { schedule, job: options.run, busy: false, running: null, lastTried: null, declinedOccurrenceMs: null, missProposed: [] });
     if (this.started) this.wake(0);
     return schedule;
