@@ -11,7 +11,7 @@ import { register as defaultRegistry } from 'prom-client';
 import { ConfigError } from '../raft/index.js';
 import { FileStorage, SystemClock, SystemWallClock, TcpTransport, type Clock } from '../runtime/index.js';
 import { LeaseNode } from '../lease/index.js';
-import { MaintenanceMetrics, MaintenanceOrchestrator, type JobContext, type MaintenanceScheduleOptions } from '../maintenance/index.js';
+import { MaintenanceMetrics, MaintenanceOrchestrator, registerTransportMetrics, type JobContext, type MaintenanceScheduleOptions } from '../maintenance/index.js';
 import { HttpApi } from '../server/http-api.js';
 
 /** A host and port. */
@@ -235,6 +235,7 @@ export async function runNode(config: NodeConfig): Promise<number> {
     },
   });
   const metrics = new MaintenanceMetrics(defaultRegistry);
+  registerTransportMetrics(config.id, () => ({ ...transport.stats() }), defaultRegistry);
   const orchestrator = new MaintenanceOrchestrator({ node, clock, wallClock: new SystemWallClock(), logger, metrics });
   if (config.demoSchedules) for (const schedule of demoSchedules(clock)) orchestrator.register(schedule);
   orchestrator.start();

@@ -111,3 +111,39 @@ export function registerRaftMetrics(nodeId: string, status: () => RaftNodeStatus
     sources.delete(nodeId);
   };
 }
+
+/** Current values among the transport's statistics (everything else counts events since start). */
+const TRANSPORT_GAUGES: ReadonlySet<string> = new Set(['inboundConnections', 'outboundConnections', 'queuedMessages', 'queuedBytes']);
+
+/**
+ * Exports a transport's statistics (e.g. `TcpTransport.stats()`), read at each scrape:
+ * `raftlease_transport_events_total{event}` for counts since start (malformed, oversized and truncated
+ * frames, refused handshakes, drops, ...) and `raftlease_transport_current{value}` for current values
+ * (connections, queued messages and bytes). Names are the statistics' own, in snake_case.
+ */
+export function registerTransportMetrics(nodeId: string, stats: () => Readonly<Record<string, number>>, registry: Registry = defaultRegistry): void {
+  const snake = (name: string): string => name.replace(/[A-Z]/g, (letter) => `_${letter.toLowerCase()}`);
+  for (const name of ['raftlease_transport_events_total', 'raftlease_transport_current']) {
+    if (registry.getSingleMetric(name) !== undefined) registry.removeSingleMetric(name);
+  }
+  new Counter({
+    name: 'raftlease_transport_events_total',
+    help: 'Transport events since the process started, by event (frames, bytes, drops, malformed input, refused handshakes, reconnects).',
+    labelNames: ['node', 'event'] as const,
+    registers: [registry],
+    collect() {
+      this.reset();
+      for (const [name, value] of Object.entries(stats())) if (!TRANSPORT_GAUGES.has(name)) this.inc({ node: nodeId, event: snake(name) }, value);
+    },
+  });
+  new Gauge({
+    name: 'raftlease_transport_current',
+    help: 'Current transport values: open connections, queued messages and bytes.',
+    labelNames: ['node', 'value'] as const,
+    registers: [registry],
+    collect() {
+      this.reset();
+      for (const [name, value] of Object.entries(stats())) if (TRANSPORT_GAUGES.has(name)) this.set({ node: nodeId, value: snake(name) }, value);
+    },
+  });
+}
