@@ -680,4 +680,81 @@ describe('RaftNode over TcpTransport', () => {
       for (const node of nodes) await node.stop({ transferLeadership: false });
     }
   });
+
+  it('a live node fuzzed with random and mutated frames stays up, keeps its data and keeps committing', async () => {
+    const ids = ['n1', 'n2', 'n3'];
+    const mesh = await startMesh(ids, { handshakeTimeoutMs: 300 });
+    const clock = new SystemClock();
+    const fatalErrors: Error[] = [];
+    const machines = new Map<string, RecordingStateMachine>();
+    const nodes: RaftNode<string>[] = [];
+    try {
+      for (const [index, id] of ids.entries()) {
+        const machine = new RecordingStateMachine();
+        machines.set(id, machine);
+        nodes.push(
+          await RaftNode.start<string>({
+            id,
+            voters: ids,
+            transport: endpointOf(mesh, id).transport,
+            storage: new MemoryStorage(),
+            clock,
+            stateMachine: machine,
+            tickIntervalMs: 20,
+            seed: 31 + index,
+            onFatalError: (error) => fatalErrors.push(error),
+          }),
+        );
+      }
+      let leader: RaftNode<string> | undefined;
+      await waitFor('a leader', () => (leader = nodes.find((node) => node.status().role === 'Leader')) !== undefined, 10_000);
+      if (leader === undefined) throw new Error('no leader');
+      for (let n = 0; n < 5; n++) await leader.propose(text(`before-${n}`), { timeoutMs: 5_000 });
+      await waitFor('every node to apply the first entries', () => [...machines.values()].every((machine) => machine.commands.includes('before-4')));
+      const target = endpointOf(mesh, leader.id);
+      // Frames from outside the cluster: garbage, mutated handshakes (wrong cluster, unknown or
+      // corrupted ids, other versions), arbitrary lengths, and frames after a refused handshake.
+      // A peer that passes the handshake is a member (with TLS, proven by its certificate), so its
+      // well-formed messages are not hostile input.
+      const handshake = fc.oneof(
+        fc.constant(hello('intruder', leader.id)),
+        fc.constant(hello('n2', leader.id, 'another-cluster')),
+        fc.constant(hello('n2', leader.id, CLUSTER_ID, PROTOCOL_VERSION + 1)),
+        fc.tuple(fc.constant(hello('n9', leader.id)), fc.nat(), fc.integer({ min: 0, max: 255 })).map(([bytes, at, value]) => {
+          const mutated = Buffer.from(bytes);
+          mutated[4 + (at % (mutated.length - 4))] = value;
+          return mutated;
+        }),
+        fc.uint8Array({ maxLength: 64 }).map((bytes) => frame(bytes)),
+      );
+      const piece = fc.oneof(
+        fc.uint8Array({ maxLength: 64 }).map((bytes) => frame(bytes)),
+        fc.constantFrom(...ids).map((from) => frame(encodeMessage(heartbeat(from, leader?.id ?? 'n1', 1)))),
+        fc.tuple(fc.integer({ min: 0, max: 0xff_ff_ff_ff }), fc.uint8Array({ maxLength: 16 })).map(([declaredBytes, bytes]) => lengthPrefixed(declaredBytes, bytes)),
+      );
+      let sessions = 0;
+      await fc.assert(
+        fc.asyncProperty(handshake, fc.array(piece, { maxLength: 5 }), async (first, rest) => {
+          const socket = await rawConnect(target.transport.port);
+          const closed = untilClosed(socket, 2_000);
+          socket.end(Buffer.concat([first, ...rest]));
+          await closed;
+          rawSockets.delete(socket);
+          sessions++;
+        }),
+        { numRuns: 200, interruptAfterTimeLimit: 3_000 },
+      );
+      expect(sessions).toBeGreaterThan(20);
+      expect(badInput(target.transport.stats()) + target.transport.stats().handshakeRefusals).toBeGreaterThan(0);
+      // Still up, still the same data, still committing through the same cluster.
+      expect(fatalErrors).toEqual([]);
+      const current = nodes.find((node) => node.status().role === 'Leader') ?? leader;
+      await current.propose(text('after-fuzz'), { timeoutMs: 5_000 });
+      await waitFor('every node to apply the entry proposed after the fuzzing', () => [...machines.values()].every((machine) => machine.commands.includes('after-fuzz')));
+      for (const machine of machines.values()) expect(machine.commands.filter((command) => command.startsWith('before-'))).toEqual(['before-0', 'before-1', 'before-2', 'before-3', 'before-4']);
+      expect(fatalErrors).toEqual([]);
+    } finally {
+      for (const node of nodes) await node.stop({ transferLeadership: false });
+    }
+  });
 });
