@@ -364,17 +364,24 @@ export class MaintenanceOrchestrator {
       if (state.missProposed.includes(occurrenceMs)) continue;
       state.missProposed.push(occurrenceMs);
       if (state.missProposed.length > MAX_MISSED_PER_POLL) state.missProposed.shift();
+      const forget = (): void => {
+        const position = state.missProposed.indexOf(occurrenceMs);
+        if (position >= 0) state.missProposed.splice(position, 1);
+      };
       this.node
         .submit({ type: 'MissOccurrence', key: schedule.id, occurrenceMs }, undefined)
         .then((result) => {
-          if (result.type !== 'Missed') return;
+          if (result.type !== 'Missed') {
+            // Refused while a lease is held (a long run of an older occurrence): ask again later.
+            if (result.type !== 'Settled') forget();
+            return;
+          }
           this.count(schedule.id, 'missed');
           this.logger.info({ scheduleId: schedule.id, occurrenceMs, occurrence: iso(occurrenceMs), attempts: result.outcome.attempts }, `schedule ${schedule.id} occurrence missed: its window closed before it could finish`);
         })
         .catch((error: unknown) => {
           this.logger.debug({ scheduleId: schedule.id, occurrenceMs, err: error }, 'could not record a missed occurrence; will retry');
-          const position = state.missProposed.indexOf(occurrenceMs);
-          if (position >= 0) state.missProposed.splice(position, 1);
+          forget();
         });
     }
   }
