@@ -9,6 +9,7 @@ import { dirname, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { toJsonLines } from './linearizability.js';
 import { simulate, type SimulationOptions, type SimulationResult } from './simulation.js';
+import { renderTraceViewer } from './trace-viewer.js';
 
 /** Where the CLI writes; injected so tests can capture it. */
 export interface CliOutput {
@@ -35,7 +36,7 @@ export const SIM_USAGE = `usage:
   raftlease sim run --seed N [--nodes 3|5|7] [--workload kv|membership|lock|maintenance|none] [--duration MS] [--steps N]
                     [--drift-beyond-bound] [--lease-reads] [--json] [--history FILE] [--trace FILE]
   raftlease sim sweep --seeds A..B [--nodes 3|5|7] [--workload kv|membership|lock|maintenance|none] [--duration MS] [--json]
-  raftlease sim replay --seed N --trace FILE [--nodes 3|5|7] [--workload kv|membership|lock|maintenance|none] [--duration MS]
+  raftlease sim replay --seed N (--trace FILE | --html FILE | both) [--nodes 3|5|7] [--workload kv|membership|lock|maintenance|none] [--duration MS]
 
   --duration MS   simulated milliseconds of the fault phase (default 10000); a liveness phase of up
                   to 10000 ms follows
@@ -43,6 +44,9 @@ export const SIM_USAGE = `usage:
   --drift-beyond-bound
                   let clocks drift up to 10x the configured bound (200 ppm); such runs are labelled
   --lease-reads   serve kv reads from the leader lease (no clock jumps in such runs)
+  --html FILE     (replay) write the run as one self-contained HTML page: a timeline with a lane per
+                  node (role, term, clock offset), messages, partitions, crashes, pauses, the commit
+                  index, lease holders and the violation; zoom with the wheel, drag to pan, click for details
 `;
 
 /** Runs `raftlease sim ...` with `args` (after `sim`). */
@@ -86,6 +90,7 @@ const OPTIONS = {
   'lease-reads': { type: 'boolean' },
   history: { type: 'string' },
   trace: { type: 'string' },
+  html: { type: 'string' },
 } as const;
 
 type ParsedValues = ReturnType<typeof parseArgs<{ options: typeof OPTIONS }>>['values'];
@@ -206,20 +211,30 @@ async function runCommand(args: readonly string[], output: CliOutput): Promise<E
 }
 
 async function replayTrace(args: readonly string[], output: CliOutput): Promise<ExitCode> {
-  const values = parse(args, 'replay', ['seed', 'trace']);
+  const values = parse(args, 'replay', ['seed', 'trace', 'html']);
   const seed = integerOption('seed', values.seed, Number.MIN_SAFE_INTEGER, Number.MAX_SAFE_INTEGER);
   if (seed === undefined) throw new UsageError('--seed is required');
-  if (typeof values.trace !== 'string') throw new UsageError('--trace FILE is required');
+  if (typeof values.trace !== 'string' && typeof values.html !== 'string') throw new UsageError('--trace FILE is required (or --html FILE, or both)');
   const options = commonOptions(values);
   checkWritable('trace', values.trace);
-  const result = await simulate({ seed, ...options, trace: true });
-  const lines = (result.trace ?? []).map((line) => {
-    const space = line.indexOf(' ');
-    return JSON.stringify({ timeNs: Number(line.slice(0, space)), event: line.slice(space + 1) });
-  });
-  const text = `${lines.join('\n')}\n`;
-  writeFileSync(values.trace, text);
-  output.out(`${describeResult(result, options)}\n  trace: ${lines.length} events written to ${values.trace} (sha256 of the file ${createHash('sha256').update(text).digest('hex')})\n`);
+  checkWritable('html', values.html);
+  const result = await simulate({ seed, ...options, trace: true, timeline: values.html !== undefined });
+  const report = [describeResult(result, options)];
+  if (values.trace !== undefined) {
+    const lines = (result.trace ?? []).map((line) => {
+      const space = line.indexOf(' ');
+      return JSON.stringify({ timeNs: Number(line.slice(0, space)), event: line.slice(space + 1) });
+    });
+    const text = `${lines.join('\n')}\n`;
+    writeFileSync(values.trace, text);
+    report.push(`  trace: ${lines.length} events written to ${values.trace} (sha256 of the file ${createHash('sha256').update(text).digest('hex')})`);
+  }
+  if (values.html !== undefined) {
+    const html = renderTraceViewer(result, { command: replayCommandLine(seed, options), workload: options.workload ?? 'kv' });
+    writeFileSync(values.html, html);
+    report.push(`  html: timeline written to ${values.html} (${Math.ceil(Buffer.byteLength(html) / 1024)} KiB, self-contained; open it in a browser)`);
+  }
+  output.out(`${report.join('\n')}\n`);
   return result.ok ? 0 : 1;
 }
 

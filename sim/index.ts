@@ -11,6 +11,8 @@ export * from './kv.js';
 export * from './linearizability.js';
 export * from './lock.js';
 export * from './lock-linearizability.js';
+export * from './maintenance.js';
+export * from './trace-viewer.js';
 export * from './simulation.js';
 export * from './world.js';
 export { parseSeedRange, replayCommandLine, runSimCli, sweep, type CliOutput, type SweepSummary } from './cli.js';

@@ -19,6 +19,7 @@ import { enabledFaults, swarmFaults, type FaultConfig } from './faults.js';
 import { DEFAULT_KV_WORKLOAD, KvStateMachine, KvWorkload, encodeKvCommand, type KvResult, type KvWorkloadOptions } from './kv.js';
 import { checkLinearizable, type HistoryEvent } from './linearizability.js';
 import { NS_PER_MS, World, localTimeNs, type DiskOperation, type NodeSlot, type WorldEvent } from './world.js';
+import { TimelineRecorder, type SimulationTimeline } from './trace-viewer.js';
 
 /** Options of one run. Everything not given is derived from the seed or defaulted. */
 export interface SimulationOptions {
@@ -62,6 +63,12 @@ export interface SimulationOptions {
   readonly maxSteps?: number;
   /** Record the full event trace (slower). */
   readonly trace?: boolean;
+  /**
+   * Also record a structured timeline for the trace viewer (`sim/trace-viewer.ts`): roles, terms and
+   * commit indexes after each event, every message from send to delivery, the network's cut links,
+   * the clocks and the lease holders. Only observes (it never changes the run nor its trace).
+   */
+  readonly timeline?: boolean;
   /** Send every message through the wire codec. Default true. */
   readonly encodeMessages?: boolean;
   /** Raft core options for every node. */
@@ -154,6 +161,8 @@ export interface SimulationResult {
   /** Lock workload counters (attempts, grants, held, renewals, releases, lost), or null. */
   readonly lockStats: LockWorkload['stats'] | null;
   readonly trace: readonly string[] | null;
+  /** The structured timeline (with `timeline: true`), or null. */
+  readonly timeline: SimulationTimeline | null;
   /** SHA-256 (hex) of the trace as `sim run --trace` writes it (one line per event), when tracing. */
   readonly traceHash: string | null;
   readonly stats: World['stats'];
@@ -223,6 +232,8 @@ export class Simulation {
   private readonly snapshotPolicy: SnapshotPolicy | false;
   private readonly raftOptions: Partial<RaftOptions>;
   private readonly workloadKind: SimulationWorkload;
+  /** The trace viewer's recorder (with `timeline: true`). */
+  private readonly timeline: TimelineRecorder | null;
   private violation: Violation | null = null;
   private livenessAtNs: number | null = null;
   private healed = false;
@@ -254,10 +265,12 @@ export class Simulation {
     this.maxDriftPpm = maxDriftPpm;
     const ids = Array.from({ length: this.nodeCount }, (_, index) => `n${index + 1}`);
     this.world = new World(prng, this.faults, ids, options.encodeMessages ?? true, options.trace ?? false);
+    this.timeline = options.timeline === true ? new TimelineRecorder(this.world.nodes) : null;
     this.rafts = ids.map(() => null);
     this.leaseNodes = ids.map(() => null);
     this.kvMachines = ids.map(() => null);
     this.world.onSend = (slot, message) => {
+      this.timeline?.sent(this.world.nowNs, slot.index, message);
       this.checker.onSend(slot.id, message, slot.disk.hardState, slot.disk.lastIndex());
     };
     this.tickIntervalMs = options.tickIntervalMs ?? 50;
@@ -374,6 +387,7 @@ export class Simulation {
     this.workload?.finish();
     this.lockWorkload?.stop();
     this.lockWorkload?.finish();
+    if (this.lockWorkload !== null) this.timeline?.beliefs(this.lockWorkload.intervals);
     const exclusionPromised = this.faults.driftMaxPpm <= this.maxDriftPpm && this.faults.clockJumpEveryMs === 0;
     if (this.maintenanceWorkload !== null) {
       this.maintenanceWorkload.stop();
@@ -435,6 +449,7 @@ export class Simulation {
       lockStats: this.lockWorkload?.stats ?? null,
       lockHistory: this.lockWorkload?.history ?? [],
       trace,
+      timeline: this.timeline?.finish(world.nowNs) ?? null,
       traceHash: trace === null ? null : createHash('sha256').update(`${trace.join('\n')}\n`).digest('hex'),
       stats: world.stats,
     };
@@ -514,6 +529,8 @@ export class Simulation {
         return;
       }
       case 'deliver':
+        // As World.deliver decides: the link must be up and the target running.
+        this.timeline?.delivered(world.nowNs, event.message, !world.cutLinks.has(event.from * 1000 + event.node) && world.node(event.node).alive && world.node(event.node).handler !== null);
         world.deliver(event);
         return;
       case 'disk': {
@@ -528,6 +545,7 @@ export class Simulation {
       }
       case 'action':
         event.run();
+        this.timeline?.network(world.nowNs, world.cutLinks);
         return;
     }
   }
@@ -554,6 +572,7 @@ export class Simulation {
   private observe(index: number): void {
     const raft = this.rafts[index];
     if (raft === null || raft === undefined) return;
+    this.timeline?.observe(this.world.nowNs, index, raft.inspectCore().raft);
     this.checker.observe(this.world.node(index).id, raft.inspectCore());
   }
 
@@ -608,6 +627,7 @@ export class Simulation {
               // As `observed` does, plus the result for the maintenance checkers (the table applies synchronously).
               this.checker.onApply(slot.id, incarnation, logIndexValue, command);
               const result = table.apply(command, logIndexValue);
+              this.timeline?.applied(this.world.nowNs, logIndexValue, result);
               maintenance.onApplied(logIndexValue, command, result);
               return result;
             },
@@ -639,7 +659,9 @@ export class Simulation {
     const observed: StateMachine<Result> = {
       apply: (command, logIndexValue) => {
         this.checker.onApply(nodeId, incarnation, logIndexValue, command);
-        return machine.apply(command, logIndexValue);
+        const result = machine.apply(command, logIndexValue);
+        this.timeline?.applied(this.world.nowNs, logIndexValue, result);
+        return result;
       },
     };
     const takeSnapshot = machine.snapshot?.bind(machine);
@@ -710,6 +732,7 @@ export class Simulation {
     slot.disk.inFlight.length = 0;
     slot.disk.lastCompletionNs = 0;
     world.record(() => `crash ${slot.id} torn=${torn}`);
+    this.timeline?.crashed(world.nowNs, index);
     this.workload?.onCrash(index);
     this.lockWorkload?.onCrash(index);
     this.maintenanceWorkload?.onCrash(index);
@@ -796,12 +819,14 @@ export class Simulation {
       }
     }
     world.record(() => `partition ${oneWay ? 'one-way' : 'both-ways'} [${side.map((index) => world.node(index).id).join(' ')}]`);
+    this.timeline?.network(world.nowNs, world.cutLinks);
   }
 
   /** Restores every link. */
   healNetwork(): void {
     this.world.cutLinks.clear();
     this.world.record(() => 'heal-network');
+    this.timeline?.network(this.world.nowNs, this.world.cutLinks);
   }
 
   /**
@@ -895,6 +920,7 @@ export class Simulation {
     world.cutLinks.clear();
     this.healedAtNs = world.nowNs;
     world.record(() => 'heal');
+    this.timeline?.network(world.nowNs, world.cutLinks);
     for (let index = 0; index < this.nodeCount; index++) {
       const slot = world.node(index);
       slot.pausedUntilNs = 0;
