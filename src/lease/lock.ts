@@ -185,9 +185,20 @@ export class LeaseNode implements DistributedLock {
   // Client API
 
   async tryAcquire(key: string, options: AcquireOptions): Promise<AcquireResult> {
+    const sentAtMs = this.clock.nowMs();
+    const result = await this.acquireRecord(key, options);
+    if (!result.acquired) return result;
+    return { acquired: true, lease: new HeldLease(this, result.lease, sentAtMs) };
+  }
+
+  /**
+   * Takes the lock like {@link tryAcquire}, but answers with the replicated record instead of a
+   * `Lease` object: for clients that keep their validity themselves (the HTTP API), so that this
+   * process keeps no timer per grant.
+   */
+  async acquireRecord(key: string, options: AcquireOptions): Promise<{ readonly acquired: true; readonly lease: LeaseRecord } | { readonly acquired: false; readonly holder: string }> {
     const owner = options.owner ?? this.defaultOwner;
     this.validate(key, owner, options.ttlMs);
-    const sentAtMs = this.clock.nowMs();
     // Bounded: a mismatched answer (a request id an earlier incarnation used) is retried once with a new id.
     for (let attempt = 0; ; attempt++) {
       const result = await this.submit({ type: 'Acquire', key, owner, ttlMs: options.ttlMs, requestId: this.requestId() }, options.signal);
@@ -198,7 +209,7 @@ export class LeaseNode implements DistributedLock {
         throw new RaftLeaseError('OutcomeUnknown', `the lease table answered '${key}' with the result of another request (a request id reused by an earlier incarnation of this node); retry`);
       }
       if (result.type === 'Held') return { acquired: false, holder: result.lease.owner };
-      return { acquired: true, lease: new HeldLease(this, result.lease, sentAtMs) };
+      return { acquired: true, lease: result.lease };
     }
   }
 
@@ -235,11 +246,16 @@ export class LeaseNode implements DistributedLock {
    * operator's API). Rejects with `InvalidArgument` and changes nothing when no such lease exists: no
    * lease on the key, another owner, or another token.
    */
-  async release(key: string, options: { readonly fencingToken: number; readonly owner?: string }): Promise<void> {
+  async release(key: string, options: { readonly fencingToken: number; readonly owner?: string; readonly renewals?: number }): Promise<void> {
     const owner = options.owner ?? this.defaultOwner;
-    const problem = invalidLeaseKey(key) ?? invalidLeaseOwner(owner) ?? (Number.isSafeInteger(options.fencingToken) && options.fencingToken >= 1 ? null : 'the fencing token must be a positive integer');
+    const problem =
+      invalidLeaseKey(key) ??
+      invalidLeaseOwner(owner) ??
+      (Number.isSafeInteger(options.fencingToken) && options.fencingToken >= 1 ? null : 'the fencing token must be a positive integer') ??
+      (options.renewals === undefined || (Number.isSafeInteger(options.renewals) && options.renewals >= 0) ? null : 'renewals must be a non-negative integer');
     if (problem !== null) throw new RaftLeaseError('InvalidArgument', problem);
-    const result = await this.submit({ type: 'Release', key, owner, fencingToken: options.fencingToken as LogIndex, requestId: this.requestId() }, undefined);
+    const release = { type: 'Release' as const, key, owner, fencingToken: options.fencingToken as LogIndex, requestId: this.requestId() };
+    const result = await this.submit(options.renewals === undefined ? release : { ...release, renewals: options.renewals }, undefined);
     if (result.type === 'Released') return;
     if (result.type === 'NotHeld') {
       throw new RaftLeaseError('InvalidArgument', `no lease on '${key}' held by ${owner} under token ${options.fencingToken} (${result.reason}); nothing was released`);
@@ -261,8 +277,12 @@ export class LeaseNode implements DistributedLock {
       (Number.isSafeInteger(options.fencingToken) && options.fencingToken >= 1 ? null : 'the fencing token must be a positive integer') ??
       (options.ttlMs === undefined ? null : invalidLeaseTtl(options.ttlMs));
     if (problem !== null) throw new RaftLeaseError('InvalidArgument', problem);
-    const ttlMs = options.ttlMs ?? this.table.get(key)?.ttlMs;
-    if (ttlMs === undefined) throw new RaftLeaseError('LeaseLost', `no lease on '${key}'; acquire it again`);
+    // Without a TTL, renew by the lease's own: read it once this node has caught up with the leader
+    // (a lagging node's table may not hold the lease yet, or may hold the key's previous one).
+    if (options.ttlMs === undefined) await this.raft.readIndex({ timeoutMs: this.requestTimeoutMs });
+    const current = this.table.get(key);
+    const ttlMs = options.ttlMs ?? (current?.owner === owner && current.fencingToken === options.fencingToken ? current.ttlMs : undefined);
+    if (ttlMs === undefined) throw new RaftLeaseError('LeaseLost', `no lease on '${key}' held by ${owner} under token ${options.fencingToken}; acquire it again`);
     if (options.ttlMs !== undefined) this.validate(key, owner, options.ttlMs);
     const result = await this.submit({ type: 'Renew', key, owner, fencingToken: options.fencingToken as LogIndex, ttlMs, requestId: this.requestId() }, undefined);
     if (result.type === 'Granted') return result.lease;

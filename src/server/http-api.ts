@@ -186,10 +186,11 @@ export class HttpApi {
     const ttlMs = fields.ttlMs;
     const ttlProblem = invalidLeaseTtl(ttlMs);
     if (ttlProblem !== null) throw new HttpError(400, 'InvalidArgument', `ttlMs: ${ttlProblem}`);
-    const result = await this.node.tryAcquire(key, { owner, ttlMs: ttlMs as number });
+    // The HTTP client computes its own validity from when it sent the request (docs/lease-safety.md),
+    // so no Lease object (and no timer) is kept here.
+    const result = await this.node.acquireRecord(key, { owner, ttlMs: ttlMs as number });
     if (!result.acquired) return { status: 409, body: { acquired: false, holder: result.holder } };
-    // The HTTP client computes its own validity from when it sent the request (docs/lease-safety.md).
-    return { status: 200, body: { acquired: true, token: result.lease.fencingToken, ttlMs: result.lease.ttlMs } };
+    return { status: 200, body: { acquired: true, token: result.lease.fencingToken, ttlMs: result.lease.ttlMs, renewals: result.lease.renewals } };
   }
 
   private async renew(body: unknown, key: string): Promise<{ status: number; body: unknown }> {
@@ -202,15 +203,20 @@ export class HttpApi {
       if (problem !== null) throw new HttpError(400, 'InvalidArgument', `ttlMs: ${problem}`);
     }
     const lease = await this.node.renewLease(key, { owner, fencingToken: token, ...(ttlMs === undefined ? {} : { ttlMs: ttlMs as number }) });
-    return { status: 200, body: { renewed: true, token: lease.fencingToken, ttlMs: lease.ttlMs } };
+    return { status: 200, body: { renewed: true, token: lease.fencingToken, ttlMs: lease.ttlMs, renewals: lease.renewals } };
   }
 
   private async release(body: unknown, key: string): Promise<{ status: number; body: unknown }> {
-    const fields = objectBody(body, ['owner', 'token']);
+    const fields = objectBody(body, ['owner', 'token', 'renewals']);
     const owner = stringField(fields, 'owner', invalidLeaseOwner);
     const token = tokenField(fields);
+    const renewals = fields.renewals;
+    if (renewals !== undefined && (typeof renewals !== 'number' || !Number.isSafeInteger(renewals) || renewals < 0)) {
+      throw new HttpError(400, 'InvalidArgument', 'renewals: must be a non-negative integer (the renewals of the latest acquire or renew answer)');
+    }
     try {
-      await this.node.release(key, { owner, fencingToken: token });
+      // With `renewals`, a delayed release cannot end a lease its owner re-acquired or renewed since.
+      await this.node.release(key, { owner, fencingToken: token, ...(renewals === undefined ? {} : { renewals }) });
     } catch (error) {
       if (error instanceof RaftLeaseError && error.code === 'InvalidArgument' && error.message.startsWith('no lease')) {
         throw new HttpError(409, 'NotHeld', error.message);

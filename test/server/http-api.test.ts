@@ -320,7 +320,7 @@ describe('HttpApi', () => {
     // Acquire through a follower: forwarded to the leader.
     const acquired = await post(a, lockPath(key, 'acquire'), { owner: 'alice', ttlMs: 60_000 });
     expect(acquired.status, acquired.text).toBe(200);
-    expect(acquired.body).toEqual({ acquired: true, token: expect.any(Number) as unknown, ttlMs: 60_000 });
+    expect(acquired.body).toEqual({ acquired: true, token: expect.any(Number) as unknown, ttlMs: 60_000, renewals: 0 });
     expect(acquired.headers.get('content-type')).toMatch(/^application\/json/);
     const token = tokenOf(acquired);
 
@@ -337,10 +337,10 @@ describe('HttpApi', () => {
     // Renew with owner and token; a new TTL may be named.
     const renewed = await post(third, lockPath(key, 'renew'), { owner: 'alice', token });
     expect(renewed.status, renewed.text).toBe(200);
-    expect(renewed.body).toEqual({ renewed: true, token, ttlMs: 60_000 });
+    expect(renewed.body).toEqual({ renewed: true, token, ttlMs: 60_000, renewals: 1 });
     const renewedShorter = await post(third, lockPath(key, 'renew'), { owner: 'alice', token, ttlMs: 30_000 });
     expect(renewedShorter.status, renewedShorter.text).toBe(200);
-    expect(renewedShorter.body).toEqual({ renewed: true, token, ttlMs: 30_000 });
+    expect(renewedShorter.body).toEqual({ renewed: true, token, ttlMs: 30_000, renewals: 2 });
 
     // Renew with a wrong token, or as another owner: 409.
     const wrongToken = await post(third, lockPath(key, 'renew'), { owner: 'alice', token: token + 1 });
