@@ -174,7 +174,13 @@ export class RawNode {
     const log = this.raft.log;
     const entries = log.takeUnstableEntries();
     const currentHardState = this.raft.hardState();
-    const hardState = sameHardState(currentHardState, this.lastHardState) ? null : currentHardState;
+    // Only a new term or vote, new entries or a snapshot need a durable write before this Ready's
+    // messages and applies (Figure 2). The commit index alone does not (etcd's MustSync does the same):
+    // a node that restarts with an older one learns it again from the leader, and applying committed
+    // entries early is safe because they are durable on a majority. A commit-only change therefore
+    // costs no fsync; it rides along with the next write.
+    const mustPersist = snapshot !== null || entries.length > 0 || currentHardState.term !== this.lastHardState.term || currentHardState.vote !== this.lastHardState.vote;
+    const hardState = !mustPersist || sameHardState(currentHardState, this.lastHardState) ? null : currentHardState;
     if (hardState !== null) {
       invariant(hardState.term >= this.lastHardState.term, () => `persisted term would go back from ${this.lastHardState.term} to ${hardState.term}`);
       invariant(hardState.commit >= this.lastHardState.commit, () => `persisted commit would go back from ${this.lastHardState.commit} to ${hardState.commit}`);
@@ -197,7 +203,7 @@ export class RawNode {
       committedEntries,
       forwardedOutcomes: output.forwardedOutcomes,
       readStates: output.readStates,
-      mustPersist: snapshot !== null || hardState !== null || entries.length > 0,
+      mustPersist,
     };
   }
 
@@ -213,7 +219,8 @@ export class RawNode {
 
   private hardStateChanged(): boolean {
     const last = this.lastHardState;
-    return this.raft.term() !== last.term || this.raft.vote() !== last.vote || this.raft.log.committed() !== last.commit;
+    // A commit-only change is not a reason for a Ready: its entries to apply are (hasEntriesToApply).
+    return this.raft.term() !== last.term || this.raft.vote() !== last.vote;
   }
 
   private softStateChanged(): boolean {

@@ -643,7 +643,9 @@ describe('what storage returns at load is made consistent with its snapshot', ()
     await node.stop();
     const machine = new ListMachine();
     const again = await startSolo(storage, machine);
-    expect(again.status()).toMatchObject({ lastIndex: 7, commitIndex: 7 });
+    // Entry 7 is stored; its commit was learned after the write and a commit-only change is not
+    // written, so the node learns it again once it leads.
+    expect(again.status()).toMatchObject({ lastIndex: 7, commitIndex: 6 });
     await leadAndCommit(again);
     expect(machine.state).toEqual([...snapshotState, [7, 'new']]);
     await again.stop();
