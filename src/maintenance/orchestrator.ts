@@ -26,7 +26,7 @@ import type { LeaseTableCommand } from '../lease/state-machine.js';
 import { MaintenanceMetrics, registerRaftMetrics, type RunResult } from './metrics.js';
 import { occurrencesBetween, openOccurrence, resolveSchedule, type Schedule, type ScheduleOptions } from './schedule.js';
 
-/** A wall clock: milliseconds since the Unix epoch (UTC). Production uses `Date.now`. */
+/** A wall clock: milliseconds since the Unix epoch (UTC). Production uses `SystemWallClock` (from `raftlease`). */
 export interface WallClock {
   nowMs(): number;
 }
@@ -149,7 +149,7 @@ const FINISH_ATTEMPTS = 3;
  *
  * @example
  * ```ts
- * const orchestrator = new MaintenanceOrchestrator({ node, clock, wallClock: { nowMs: () => Date.now() }, logger });
+ * const orchestrator = new MaintenanceOrchestrator({ node, clock, wallClock: new SystemWallClock(), logger });
  * orchestrator.register({
  *   id: 'compaction', cron: '0 3 * * *', timeZone: 'Europe/Berlin', windowMs: 3_600_000,
  *   estimatedDurationMs: 600_000, lockTtlMs: 900_000,

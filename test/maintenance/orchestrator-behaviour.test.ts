@@ -99,6 +99,37 @@ function stepOf(progress: unknown): number {
   return typeof progress === 'object' && progress !== null && 'step' in progress && typeof progress.step === 'number' ? progress.step : 0;
 }
 
+/**
+ * Registers on every node a job that works `steps` steps of 1 s, checkpointing `{ step }` after each,
+ * and resuming after the last accepted one; returns what the runs did.
+ */
+function registerCheckpointingJob(
+  c: MaintenanceCluster,
+  options: { readonly steps: number; readonly lockTtlMs: number },
+): { readonly starts: Started[]; readonly accepted: { node: Id; step: number }[]; readonly finished: Id[] } {
+  const starts: Started[] = [];
+  const accepted: { node: Id; step: number }[] = [];
+  const finished: Id[] = [];
+  registerOn(c, IDS, (id) => ({
+    id: KEY,
+    intervalMs: INTERVAL_MS,
+    windowMs: 40_000,
+    estimatedDurationMs: 3_000,
+    safetyMarginMs: 1_000,
+    lockTtlMs: options.lockTtlMs,
+    run: async (context) => {
+      starts.push(started(c, id, context));
+      for (let step = stepOf(context.lastCheckpoint) + 1; step <= options.steps; step++) {
+        await sleep(c, 1_000, context.signal);
+        await context.checkpoint({ step });
+        accepted.push({ node: id, step });
+      }
+      finished.push(id);
+    },
+  }));
+  return { starts, accepted, finished };
+}
+
 /** `raftlease_maintenance_runs_total` of `schedule`, summed over the nodes given (default: all). */
 async function runsCounted(c: MaintenanceCluster, result: RunResult, nodes: readonly Id[] = IDS, schedule = KEY): Promise<number> {
   const { values } = await c.metrics.runs.get();
@@ -119,26 +150,7 @@ describe('a crashed runner', () => {
   it('is resumed by another node after its lease expires: attempt 2, from the last accepted checkpoint, under a higher token, finished ok once', async () => {
     // n2's wall clock is 2 s ahead, so it competes first and runs the occurrence.
     const c = (cluster = await startMaintenanceCluster({ skewMs: { n2: 2_000 } }));
-    const starts: Started[] = [];
-    const accepted: { node: Id; step: number }[] = [];
-    const finished: Id[] = [];
-    registerOn(c, IDS, (id) => ({
-      id: KEY,
-      intervalMs: INTERVAL_MS,
-      windowMs: 40_000,
-      estimatedDurationMs: 3_000,
-      safetyMarginMs: 1_000,
-      lockTtlMs: 5_000,
-      run: async (context) => {
-        starts.push(started(c, id, context));
-        for (let step = stepOf(context.lastCheckpoint) + 1; step <= 6; step++) {
-          await sleep(c, 1_000, context.signal);
-          await context.checkpoint({ step });
-          accepted.push({ node: id, step });
-        }
-        finished.push(id);
-      },
-    }));
+    const { starts, accepted, finished } = registerCheckpointingJob(c, { steps: 6, lockTtlMs: 5_000 });
 
     await advanceUntil(c, () => accepted.some((entry) => entry.node === 'n2' && entry.step === 3), 20_000);
     expect(starts).toMatchObject([{ node: 'n2', occurrenceMs: FIRST_MS, attempt: 1, lastCheckpoint: undefined }]);
@@ -705,27 +717,8 @@ describe('checkpoint size', () => {
 describe('stop()', () => {
   it('aborts the running job with Stopped, releases its lease, and another orchestrator resumes the occurrence from its last checkpoint', async () => {
     const c = (cluster = await startMaintenanceCluster({ skewMs: { n2: 2_000 } }));
-    const starts: Started[] = [];
-    const accepted: { node: Id; step: number }[] = [];
-    const finished: Id[] = [];
-    registerOn(c, IDS, (id) => ({
-      id: KEY,
-      intervalMs: INTERVAL_MS,
-      windowMs: 40_000,
-      estimatedDurationMs: 3_000,
-      safetyMarginMs: 1_000,
-      // Long: a resume soon after stop() can only come from a release, not from an expiry.
-      lockTtlMs: 30_000,
-      run: async (context) => {
-        starts.push(started(c, id, context));
-        for (let step = stepOf(context.lastCheckpoint) + 1; step <= 4; step++) {
-          await sleep(c, 1_000, context.signal);
-          await context.checkpoint({ step });
-          accepted.push({ node: id, step });
-        }
-        finished.push(id);
-      },
-    }));
+    // A long TTL: a resume soon after stop() can only come from a release, not from an expiry.
+    const { starts, accepted, finished } = registerCheckpointingJob(c, { steps: 4, lockTtlMs: 30_000 });
     await advanceUntil(c, () => accepted.some((entry) => entry.node === 'n2' && entry.step === 2), 20_000);
     const first = starts[0];
     if (first === undefined) throw new Error('no first runner');
