@@ -40,7 +40,10 @@ export interface SoftState {
 export interface Ready {
   /** New role or leader, or null when unchanged. */
   readonly softState: SoftState | null;
-  /** Hard state to persist, or null when unchanged. */
+  /**
+   * Hard state to persist, or null when unchanged — or when only the commit index changed and nothing
+   * else needs a write: the commit index then rides along with the next write (see `ready()`).
+   */
   readonly hardState: HardState | null;
   /**
    * A snapshot received from the leader: persist it (replacing the stored log) and restore the state
