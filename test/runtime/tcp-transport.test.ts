@@ -116,6 +116,22 @@ async function startEndpoint(id: string, overrides: Partial<TcpTransportOptions>
   return { transport, inbox, address: { host: LOOPBACK, port: transport.port } };
 }
 
+/**
+ * Starts `id` again at `address` (a port it or a probe just freed), so that `sender` redials the same
+ * address. Another process may have taken the port meanwhile (the suite runs beside process tests):
+ * then it starts on a fresh port and `sender` is pointed there, which still exercises the redial.
+ */
+async function restartAt(id: string, address: { host: string; port: number }, sender: Endpoint, overrides: Partial<TcpTransportOptions>): Promise<Endpoint> {
+  try {
+    return await startEndpoint(id, { ...overrides, listen: address });
+  } catch (error) {
+    if (!(error instanceof Error && 'code' in error && error.code === 'EADDRINUSE')) throw error;
+    const moved = await startEndpoint(id, overrides);
+    sender.transport.setPeer(id, moved.address);
+    return moved;
+  }
+}
+
 /** Starts one transport per id, each knowing all the others. */
 async function startMesh(ids: readonly string[], overrides: Partial<TcpTransportOptions> = {}): Promise<Map<string, Endpoint>> {
   const endpoints = new Map<string, Endpoint>();
@@ -250,7 +266,7 @@ describe('TcpTransport delivery', () => {
     await waitFor('a failed dial', () => n1.transport.stats().connectFailures >= 2);
     expect(n1.transport.stats().queuedMessages).toBe(10);
 
-    const n2 = await startEndpoint('n2', { listen: { host: LOOPBACK, port: n2Port }, peers: { n1: n1.address } });
+    const n2 = await restartAt('n2', { host: LOOPBACK, port: n2Port }, n1, { peers: { n1: n1.address } });
     await waitFor('the 10 newest heartbeats at n2', () => n2.inbox.length === 10);
     expect(n2.inbox.map((message) => (message.type === 'Heartbeat' ? message.context : -1))).toEqual([15, 16, 17, 18, 19, 20, 21, 22, 23, 24]);
     expect(n1.transport.stats().reconnects).toBeGreaterThanOrEqual(1);
@@ -277,7 +293,7 @@ describe('TcpTransport delivery', () => {
     n1.transport.send(heartbeat('n1', 'n2', 2));
     await waitFor('a failed redial', () => n1.transport.stats().connectFailures >= 1);
 
-    const restarted = await startEndpoint('n2', { listen: n2.address, peers: { n1: n1.address } });
+    const restarted = await restartAt('n2', n2.address, n1, { peers: { n1: n1.address } });
     await expectDelivery(n1, restarted, 3);
     expect(restarted.inbox.map((message) => (message.type === 'Heartbeat' ? message.context : -1))).toEqual([2, 3]);
     expect(n1.transport.stats().reconnects).toBeGreaterThanOrEqual(1);
