@@ -26,7 +26,7 @@ options:
   --data-dir DIR     keep data and node logs here (default: a temporary directory, removed at the end)
   --duration S       seconds to run, 0 for until Ctrl-C (default 60)
   --no-chaos         do not kill and restart a node
-  --tick-ms N        Raft tick in ms (default 100)
+  --tick-ms N        Raft tick in ms (default 50)
   -h, --help         show this help
 `;
 
@@ -68,7 +68,7 @@ export function resolveClusterConfig(argv: readonly string[]): ClusterConfig {
     dataDir: values['data-dir'] ?? null,
     durationS: integer('duration', values.duration, 60, 0, 86_400),
     chaos: values['no-chaos'] !== true,
-    tickMs: integer('tick-ms', values['tick-ms'], 100, 1, 10_000),
+    tickMs: integer('tick-ms', values['tick-ms'], 50, 1, 10_000),
   };
 }
 

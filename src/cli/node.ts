@@ -54,7 +54,7 @@ options:
   --tls-cert FILE --tls-key FILE --tls-ca FILE
                            mutual TLS between members (all three, or none)
   --bearer-token TOKEN     required on every HTTP request (or RAFTLEASE_BEARER_TOKEN)
-  --tick-ms N              Raft tick in ms (default 100; elections after 10–20 ticks)
+  --tick-ms N              Raft tick in ms (default 50: elections after 10–20 ticks, 0.5–1 s)
   --log-level LEVEL        fatal, error, warn, info (default), debug, trace or silent
   --demo-schedules         run the demo maintenance schedules
   -h, --help               show this help
@@ -169,7 +169,7 @@ export function resolveNodeConfig(argv: readonly string[], env: NodeJS.ProcessEn
   }
   const logLevel = pick('log-level', 'logLevel') ?? 'info';
   if (!(LOG_LEVELS as readonly string[]).includes(logLevel)) throw new UsageError(`--log-level must be one of ${LOG_LEVELS.join(', ')}, got '${logLevel}'`);
-  const tickText = pick('tick-ms', 'tickMs') ?? '100';
+  const tickText = pick('tick-ms', 'tickMs') ?? '50';
   const tickIntervalMs = Number(tickText);
   if (!Number.isInteger(tickIntervalMs) || tickIntervalMs < 1 || tickIntervalMs > 10_000) throw new UsageError(`--tick-ms must be an integer in [1, 10000], got '${tickText}'`);
   const bearerToken = pick('bearer-token', 'bearerToken') ?? env.RAFTLEASE_BEARER_TOKEN ?? null;
