@@ -21,7 +21,7 @@
 import { Unpackr } from 'msgpackr';
 import { pino } from 'pino';
 import type { LogIndex } from '../src/raft/index.js';
-import type { Clock } from '../src/runtime/index.js';
+import { sleepOn, type Clock } from '../src/runtime/index.js';
 import { decodeLeaseCommand, type LeaseNode, type LeaseResult } from '../src/lease/index.js';
 import { MaintenanceOrchestrator, occurrencesBetween, resolveSchedule, type JobContext, type OrchestratorBug, type ScheduleOptions } from '../src/maintenance/index.js';
 
@@ -218,7 +218,7 @@ export class MaintenanceWorkload {
       const failAt = resumedFrom < steps && this.world.chancePerMille(JOB.failPerMille) ? this.world.between(resumedFrom, steps - 1) : -1;
       for (let step = resumedFrom; step < steps; step++) {
         if (step === failAt) throw new Error(`simulated failure at step ${step}`);
-        await sleep(clock, JOB.stepMs, context.signal);
+        await sleepOn(clock, JOB.stepMs, context.signal);
         if ((step + 1) % JOB.checkpointEvery === 0) {
           try {
             await context.checkpoint({ step: step + 1, token: context.fencingToken });
@@ -354,22 +354,4 @@ export class MaintenanceWorkload {
     }
     return null;
   }
-}
-
-function sleep(clock: Clock, ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise<void>((resolve, reject) => {
-    if (signal.aborted) {
-      reject(new Error('aborted'));
-      return;
-    }
-    const onAbort = (): void => {
-      timer.cancel();
-      reject(new Error('aborted'));
-    };
-    const timer = clock.setTimer(ms, () => {
-      signal.removeEventListener('abort', onAbort);
-      resolve();
-    });
-    signal.addEventListener('abort', onAbort, { once: true });
-  });
 }

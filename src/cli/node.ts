@@ -9,7 +9,7 @@ import { parseArgs } from 'node:util';
 import { pino, type Logger } from 'pino';
 import { register as defaultRegistry } from 'prom-client';
 import { ConfigError } from '../raft/index.js';
-import { FileStorage, SystemClock, SystemWallClock, TcpTransport, type Clock } from '../runtime/index.js';
+import { FileStorage, SystemClock, SystemWallClock, TcpTransport, sleepOn, type Clock } from '../runtime/index.js';
 import { LeaseNode } from '../lease/index.js';
 import { MaintenanceMetrics, MaintenanceOrchestrator, registerTransportMetrics, type JobContext, type MaintenanceScheduleOptions } from '../maintenance/index.js';
 import { HttpApi } from '../server/http-api.js';
@@ -179,23 +179,11 @@ export function resolveNodeConfig(argv: readonly string[], env: NodeJS.ProcessEn
 
 /** The demo schedules `raftlease cluster` runs: short, so that a minute shows several occurrences. */
 export function demoSchedules(clock: Clock): MaintenanceScheduleOptions[] {
-  const sleep = (ms: number, signal: AbortSignal): Promise<void> =>
-    new Promise<void>((resolve, reject) => {
-      const timer = clock.setTimer(ms, () => {
-        signal.removeEventListener('abort', onAbort);
-        resolve();
-      });
-      const onAbort = (): void => {
-        timer.cancel();
-        reject(signal.reason as Error);
-      };
-      signal.addEventListener('abort', onAbort, { once: true });
-    });
   const job = (steps: number, stepMs: number) => async (context: JobContext): Promise<void> => {
     const from = typeof context.lastCheckpoint === 'number' ? context.lastCheckpoint : 0;
     context.logger.info({ from, steps, attempt: context.attempt }, from > 0 ? `resuming at step ${from}` : 'starting');
     for (let step = from; step < steps; step++) {
-      await sleep(stepMs, context.signal);
+      await sleepOn(clock, stepMs, context.signal);
       await context.checkpoint(step + 1);
     }
   };

@@ -16,6 +16,7 @@ import { RaftNode, type Clock, type RaftNodeOptions, type StateMachine, type Tim
 import {
   LeaseStateMachine,
   encodeLeaseCommand,
+  invalidFencingToken,
   invalidLeaseKey,
   invalidLeaseOwner,
   invalidLeaseTtl,
@@ -251,7 +252,7 @@ export class LeaseNode implements DistributedLock {
     const problem =
       invalidLeaseKey(key) ??
       invalidLeaseOwner(owner) ??
-      (Number.isSafeInteger(options.fencingToken) && options.fencingToken >= 1 ? null : 'the fencing token must be a positive integer') ??
+      invalidFencingToken(options.fencingToken) ??
       (options.renewals === undefined || (Number.isSafeInteger(options.renewals) && options.renewals >= 0) ? null : 'renewals must be a non-negative integer');
     if (problem !== null) throw new RaftLeaseError('InvalidArgument', problem);
     const release = { type: 'Release' as const, key, owner, fencingToken: options.fencingToken as LogIndex, requestId: this.requestId() };
@@ -274,7 +275,7 @@ export class LeaseNode implements DistributedLock {
     const problem =
       invalidLeaseKey(key) ??
       invalidLeaseOwner(owner) ??
-      (Number.isSafeInteger(options.fencingToken) && options.fencingToken >= 1 ? null : 'the fencing token must be a positive integer') ??
+      invalidFencingToken(options.fencingToken) ??
       (options.ttlMs === undefined ? null : invalidLeaseTtl(options.ttlMs));
     if (problem !== null) throw new RaftLeaseError('InvalidArgument', problem);
     // Without a TTL, renew by the lease's own: read it once this node has caught up with the leader

@@ -9,7 +9,7 @@
  *
  * @module
  */
-import type { LogIndex } from '../raft/index.js';
+import { wellFormedPrefix, type LogIndex } from '../raft/index.js';
 
 /** Largest checkpoint, in bytes of its encoding. */
 export const MAX_CHECKPOINT_BYTES = 64 * 1024;
@@ -191,7 +191,7 @@ export class MaintenanceRecords {
       fencingToken: command.fencingToken,
       attempts: record.current.attempts,
       // Cut at a whole character: half a surrogate pair would not survive a snapshot round trip.
-      error: command.result === 'error' ? (command.error ?? '').slice(0, MAX_OUTCOME_ERROR_CHARS).replace(/[\uD800-\uDBFF]$/, '') : null,
+      error: command.result === 'error' ? wellFormedPrefix(command.error ?? '', MAX_OUTCOME_ERROR_CHARS) : null,
     };
     this.records.set(key, { key, settledThroughMs: occurrenceMs, current: null, history: appendOutcome(record.history, outcome) });
     return { type: 'Finished', key, outcome, duplicate: false };

@@ -7,7 +7,7 @@
  * @module
  */
 import { Packr, Unpackr } from 'msgpackr';
-import type { LogIndex } from '../raft/index.js';
+import { LONE_SURROGATE, type LogIndex } from '../raft/index.js';
 import { MAX_CHECKPOINT_BYTES, MaintenanceRecords, type MaintenanceCommand, type MaintenanceRecord, type MaintenanceResult } from './maintenance-records.js';
 
 /** Longest key, in UTF-8 bytes. */
@@ -86,8 +86,6 @@ const unpackr = new Unpackr({ useRecords: false, mapsAsObjects: false });
 const utf8 = new TextEncoder();
 /** Version 2 adds the maintenance records; version 1 snapshots (leases only) are still restored. */
 const SNAPSHOT_VERSION = 2;
-/** A lone surrogate would not survive UTF-8 encoding: two different strings would arrive as one. */
-const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
 const RESULT_TYPES: ReadonlySet<string> = new Set(['Granted', 'Held', 'Released', 'NotHeld', 'Expired', 'ExpireIgnored', 'Rejected']);
 
 /**
@@ -188,7 +186,7 @@ export function decodeLeaseCommand(bytes: Uint8Array): LeaseTableCommand | strin
     }
     case 'N': {
       if (value.length !== 6) return 'Renew takes 5 fields';
-      const problem = invalidLeaseOwner(a) ?? invalidToken(b) ?? invalidLeaseTtl(c) ?? invalidRequestId(d);
+      const problem = invalidLeaseOwner(a) ?? invalidFencingToken(b) ?? invalidLeaseTtl(c) ?? invalidRequestId(d);
       if (problem !== null) return problem;
       return { type: 'Renew', key: validKey, owner: a as string, fencingToken: b as LogIndex, ttlMs: c as number, requestId: d as string };
     }
@@ -196,7 +194,7 @@ export function decodeLeaseCommand(bytes: Uint8Array): LeaseTableCommand | strin
       if (value.length !== 5 && value.length !== 6) return 'Release takes 4 or 5 fields';
       const problem =
         invalidLeaseOwner(a) ??
-        invalidToken(b) ??
+        invalidFencingToken(b) ??
         invalidRequestId(c) ??
         (value.length === 5 || (typeof d === 'number' && Number.isSafeInteger(d) && d >= 0) ? null : 'renewals must be a non-negative integer');
       if (problem !== null) return problem;
@@ -205,13 +203,13 @@ export function decodeLeaseCommand(bytes: Uint8Array): LeaseTableCommand | strin
     }
     case 'E': {
       if (value.length !== 4) return 'Expire takes 3 fields';
-      const problem = invalidToken(a) ?? (typeof b === 'number' && Number.isSafeInteger(b) && b >= 0 ? null : 'renewals must be a non-negative integer');
+      const problem = invalidFencingToken(a) ?? (typeof b === 'number' && Number.isSafeInteger(b) && b >= 0 ? null : 'renewals must be a non-negative integer');
       if (problem !== null) return problem;
       return { type: 'Expire', key: validKey, fencingToken: a as LogIndex, renewals: b as number };
     }
     case 'B': {
       if (value.length !== 5) return 'BeginOccurrence takes 4 fields';
-      const problem = invalidOccurrence(a) ?? invalidLeaseOwner(b) ?? invalidToken(c);
+      const problem = invalidOccurrence(a) ?? invalidLeaseOwner(b) ?? invalidFencingToken(c);
       if (problem !== null) return problem;
       return { type: 'BeginOccurrence', key: validKey, occurrenceMs: a as number, owner: b as string, fencingToken: c as LogIndex };
     }
@@ -220,7 +218,7 @@ export function decodeLeaseCommand(bytes: Uint8Array): LeaseTableCommand | strin
       const problem =
         invalidOccurrence(a) ??
         invalidLeaseOwner(b) ??
-        invalidToken(c) ??
+        invalidFencingToken(c) ??
         (d instanceof Uint8Array ? (d.byteLength <= MAX_CHECKPOINT_BYTES ? null : `a checkpoint may take at most ${MAX_CHECKPOINT_BYTES} bytes`) : 'checkpoint data must be bytes');
       if (problem !== null) return problem;
       return { type: 'Checkpoint', key: validKey, occurrenceMs: a as number, owner: b as string, fencingToken: c as LogIndex, data: Uint8Array.from(d as Uint8Array) };
@@ -230,7 +228,7 @@ export function decodeLeaseCommand(bytes: Uint8Array): LeaseTableCommand | strin
       const problem =
         invalidOccurrence(a) ??
         invalidLeaseOwner(b) ??
-        invalidToken(c) ??
+        invalidFencingToken(c) ??
         (d === 'ok' || d === 'error' ? null : "the result must be 'ok' or 'error'") ??
         (e === null || (typeof e === 'string' && !LONE_SURROGATE.test(e)) ? null : 'the error must be null or a well-formed string');
       if (problem !== null) return problem;
@@ -251,7 +249,8 @@ function invalidOccurrence(occurrenceMs: unknown): string | null {
   return typeof occurrenceMs === 'number' && Number.isSafeInteger(occurrenceMs) && occurrenceMs >= 0 ? null : 'the occurrence must be a non-negative integer (epoch ms)';
 }
 
-function invalidToken(token: unknown): string | null {
+/** Why `token` is not an acceptable fencing token, or null. */
+export function invalidFencingToken(token: unknown): string | null {
   return typeof token === 'number' && Number.isSafeInteger(token) && token >= 1 ? null : 'the fencing token must be a positive integer';
 }
 
@@ -447,7 +446,7 @@ export class LeaseStateMachine {
     for (const row of leases as unknown[]) {
       if (!Array.isArray(row) || row.length !== 5) throw new TypeError('malformed lease in snapshot');
       const [key, owner, fencingToken, ttlMs, renewals] = row as unknown[];
-      const problem = invalidLeaseKey(key) ?? invalidLeaseOwner(owner) ?? invalidToken(fencingToken) ?? invalidLeaseTtl(ttlMs);
+      const problem = invalidLeaseKey(key) ?? invalidLeaseOwner(owner) ?? invalidFencingToken(fencingToken) ?? invalidLeaseTtl(ttlMs);
       if (problem !== null) throw new TypeError(`malformed lease in snapshot: ${problem}`);
       if (typeof renewals !== 'number' || !Number.isSafeInteger(renewals) || renewals < 0) throw new TypeError('malformed lease in snapshot: renewals');
       restoredLeases.set(key as string, { key: key as string, owner: owner as string, fencingToken: fencingToken as LogIndex, ttlMs: ttlMs as number, renewals });

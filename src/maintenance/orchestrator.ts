@@ -18,7 +18,7 @@
  */
 import { Packr, Unpackr } from 'msgpackr';
 import { pino, type Logger } from 'pino';
-import { ConfigError, RaftLeaseError, type LogIndex } from '../raft/index.js';
+import { ConfigError, RaftLeaseError, fnv1a32, wellFormedPrefix, type LogIndex } from '../raft/index.js';
 import type { Clock, Timer } from '../runtime/index.js';
 import type { Lease, LeaseNode } from '../lease/lock.js';
 import { MAX_CHECKPOINT_BYTES, MAX_OUTCOME_ERROR_CHARS, type MaintenanceRecord, type MaintenanceRun, type OccurrenceOutcome } from '../lease/maintenance-records.js';
@@ -596,7 +596,7 @@ export class MaintenanceOrchestrator {
   /** This node's delay before competing for an occurrence: a hash of node, schedule and occurrence, so it needs no randomness. */
   private jitterMs(schedule: Schedule, occurrenceMs: number): number {
     if (schedule.jitterMs === 0) return 0;
-    return fnv1a(`${this.owner}\u0000${schedule.id}\u0000${occurrenceMs}`) % (schedule.jitterMs + 1);
+    return fnv1a32(`${this.owner}\u0000${schedule.id}\u0000${occurrenceMs}`) % (schedule.jitterMs + 1);
   }
 
   /** Read through a call so that a check after an await is not narrowed away. */
@@ -616,16 +616,6 @@ function iso(epochMs: number): string {
 
 function errorText(error: unknown): string {
   const text = error instanceof Error ? `${error.name}: ${error.message}` : String(error);
-  // Well-formed for the log (lone surrogates replaced), cut at a code point.
-  const wellFormed = text.replace(/[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/g, '\uFFFD');
-  return wellFormed.slice(0, MAX_OUTCOME_ERROR_CHARS).replace(/[\uD800-\uDBFF]$/, '');
-}
-
-function fnv1a(text: string): number {
-  let hash = 0x811c9dc5;
-  for (let position = 0; position < text.length; position++) {
-    hash ^= text.charCodeAt(position);
-    hash = Math.imul(hash, 0x01000193) >>> 0;
-  }
-  return hash;
+  // Well-formed for the log (lone surrogates replaced), cut at a whole character.
+  return wellFormedPrefix(text, MAX_OUTCOME_ERROR_CHARS);
 }

@@ -4,6 +4,7 @@
  * @module
  */
 import { ConfigError } from './errors.js';
+import { LONE_SURROGATE } from './text.js';
 import type { NodeId } from './types.js';
 
 /** Options of the Raft core. Every limit has a default; see {@link DEFAULT_RAFT_OPTIONS}. */
@@ -211,8 +212,6 @@ export function leaseDurationTicks(config: Pick<RaftOptions, 'electionTimeoutTic
 function stripUndefined<T extends object>(value: T): T {
   return Object.fromEntries(Object.entries(value).filter(([, v]) => v !== undefined)) as T;
 }
-
-const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
 
 function validateNodeId(field: string, value: unknown): void {
   if (typeof value !== 'string' || value.length === 0) {

@@ -13,4 +13,5 @@ export * from './progress.js';
 export * from './quorum.js';
 export * from './raft.js';
 export * from './rawnode.js';
+export * from './text.js';
 export * from './types.js';

@@ -5,6 +5,28 @@
  */
 import type { Clock, Timer } from './interfaces.js';
 
+/**
+ * Resolves `ms` from now on `clock`. Rejects as soon as `signal` aborts, with its reason: a job that
+ * waits this way stops the moment it is told to.
+ */
+export function sleepOn(clock: Clock, ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    if (signal.aborted) {
+      reject(signal.reason as Error);
+      return;
+    }
+    const onAbort = (): void => {
+      timer.cancel();
+      reject(signal.reason as Error);
+    };
+    const timer = clock.setTimer(ms, () => {
+      signal.removeEventListener('abort', onAbort);
+      resolve();
+    });
+    signal.addEventListener('abort', onAbort, { once: true });
+  });
+}
+
 /** The process's monotonic clock and real timers. */
 export class SystemClock implements Clock {
   nowMs(): number {

@@ -7,6 +7,7 @@ import { randomInt } from 'node:crypto';
 import { pino, type Logger } from 'pino';
 import {
   BoundedMap,
+  fnv1a32,
   EntryType,
   InvariantError,
   invariant,
@@ -1047,14 +1048,4 @@ function consistentLog(loaded: PersistentState): PersistentState {
   const continues = first.index === index + 1 || (atSnapshot !== undefined && atSnapshot.index === index && atSnapshot.term === snapshotTerm);
   const entries = continues ? loaded.entries.filter((entry) => entry.index > index) : [];
   return { hardState: loaded.hardState, entries, snapshot };
-}
-
-/** 32-bit FNV-1a hash of a string's UTF-16 code units: a seed for the request-id start point. */
-function fnv1a32(text: string): number {
-  let hash = 0x811c9dc5;
-  for (let position = 0; position < text.length; position++) {
-    hash ^= text.charCodeAt(position);
-    hash = Math.imul(hash, 0x01000193) >>> 0;
-  }
-  return hash;
 }

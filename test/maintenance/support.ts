@@ -5,7 +5,7 @@
  */
 import { pino } from 'pino';
 import { Registry } from 'prom-client';
-import { ManualClock, MemoryNetwork, MemoryStorage, nodeId } from '../../src/index.js';
+import { ManualClock, MemoryNetwork, MemoryStorage, nodeId, sleepOn } from '../../src/index.js';
 import { LeaseNode } from '../../src/lease/index.js';
 import { MaintenanceMetrics, MaintenanceOrchestrator, type OrchestratorOptions } from '../../src/maintenance/index.js';
 
@@ -127,21 +127,7 @@ export async function advanceToWall(c: MaintenanceCluster, wallMs: number): Prom
 
 /** Virtual-time sleep for jobs, honouring their abort signal. */
 export function sleep(c: MaintenanceCluster, ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise<void>((resolve, reject) => {
-    if (signal.aborted) {
-      reject(signal.reason as Error);
-      return;
-    }
-    const timer = c.clock.setTimer(ms, () => {
-      signal.removeEventListener('abort', onAbort);
-      resolve();
-    });
-    const onAbort = (): void => {
-      timer.cancel();
-      reject(signal.reason as Error);
-    };
-    signal.addEventListener('abort', onAbort, { once: true });
-  });
+  return sleepOn(c.clock, ms, signal);
 }
 
 export async function stopMaintenanceCluster(c: MaintenanceCluster): Promise<void> {
