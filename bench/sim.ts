@@ -4,7 +4,9 @@
  *
  * @module
  */
+import { availableParallelism } from 'node:os';
 import { simulate } from '../sim/index.js';
+import { runSeedsInWorkers } from '../sim/sweep-pool.js';
 import { describeSpread } from './stats.js';
 
 /** Parameters of the simulation benchmark. */
@@ -17,28 +19,52 @@ export interface SimBenchOptions {
 interface Variant {
   readonly name: string;
   readonly encodeMessages: boolean;
+  /** Worker threads (0: the seeds run one after another in this thread). */
+  readonly workers: number;
 }
 
-const VARIANTS: readonly Variant[] = [
-  { name: 'wire codec on (default)', encodeMessages: true },
-  { name: 'wire codec off', encodeMessages: false },
-];
+/**
+ * Seeds per run of the sweep variant, as a multiple of {@link SimBenchOptions.seedsPerRun}: a sweep
+ * starts its worker threads (and warms their JIT) in every run, which only many seeds amortize, as
+ * in a real sweep.
+ */
+const SWEEP_SEEDS_FACTOR = 5;
+
+function variants(): readonly Variant[] {
+  const cores = availableParallelism();
+  return [
+    { name: 'wire codec on (default)', encodeMessages: true, workers: 0 },
+    { name: 'wire codec off', encodeMessages: false, workers: 0 },
+    { name: `sim sweep on ${cores} worker threads (wire codec on)`, encodeMessages: true, workers: cores },
+  ];
+}
 
 /** Runs the benchmark and prints one line per variant with the reproducing command. */
 export async function benchSim(options: SimBenchOptions, command: string, print: (line: string) => void): Promise<void> {
-  // Warm-up: one seed per variant.
-  for (const variant of VARIANTS) await simulate({ seed: 1_000_000, nodeCount: 5, tickIntervalMs: 50, encodeMessages: variant.encodeMessages });
+  const VARIANTS = variants();
+  // Warm-up: one seed per in-thread variant (a sweep warms up its own workers, as it must).
+  for (const variant of VARIANTS.filter((candidate) => candidate.workers === 0)) await simulate({ seed: 1_000_000, nodeCount: 5, tickIntervalMs: 50, encodeMessages: variant.encodeMessages });
   const speed = new Map<string, number[]>();
   const rate = new Map<string, number[]>();
   let seed = 1;
   for (let run = 0; run < options.runs; run++) {
     // Interleave the variants run by run, on the same seeds.
     const seeds = Array.from({ length: options.seedsPerRun }, () => seed++);
+    const sweepFirst = seeds[0] ?? seed;
     for (const variant of VARIANTS) {
       let simulatedMs = 0;
       let events = 0;
       const startedMs = performance.now();
-      for (const runSeed of seeds) {
+      if (variant.workers > 0) {
+        // The same seeds first, then more: a sweep's share of seeds.
+        const last = sweepFirst + options.seedsPerRun * SWEEP_SEEDS_FACTOR - 1;
+        await runSeedsInWorkers(sweepFirst, last, { nodeCount: 5, tickIntervalMs: 50 }, variant.workers, (outcome) => {
+          if (!outcome.ok) throw new Error(`seed ${outcome.seed} failed during the benchmark: ${outcome.violation?.message ?? ''}`);
+          simulatedMs += outcome.simulatedMs;
+          events += outcome.steps;
+        });
+      }
+      for (const runSeed of variant.workers > 0 ? [] : seeds) {
         const result = await simulate({ seed: runSeed, nodeCount: 5, tickIntervalMs: 50, encodeMessages: variant.encodeMessages });
         if (!result.ok) throw new Error(`seed ${runSeed} failed during the benchmark: ${result.violation?.message ?? ''}`);
         simulatedMs += result.simulatedMs;
@@ -49,7 +75,10 @@ export async function benchSim(options: SimBenchOptions, command: string, print:
       rate.set(variant.name, [...(rate.get(variant.name) ?? []), (events / wallMs) * 1000]);
     }
   }
-  print(`simulation speed: 5 nodes, 50 ms ticks, kv workload, swarm faults, ${options.seedsPerRun} seeds x ${options.runs} runs (10 s fault phase + liveness each)`);
+  print(
+    `simulation speed: 5 nodes, 50 ms ticks, kv workload, swarm faults, ${options.seedsPerRun} seeds x ${options.runs} runs (10 s fault phase + liveness each); ` +
+      `the sweep runs ${options.seedsPerRun * SWEEP_SEEDS_FACTOR} seeds per run, worker start-up included`,
+  );
   for (const variant of VARIANTS) {
     print(`  ${variant.name}: ${describeSpread(speed.get(variant.name) ?? [], 'x real time', 0)}; ${describeSpread(rate.get(variant.name) ?? [], 'events/s', 0)}`);
   }

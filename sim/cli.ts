@@ -9,6 +9,10 @@ import { dirname, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { toJsonLines } from './linearizability.js';
 import { simulate, type SimulationOptions, type SimulationResult } from './simulation.js';
+import { describeResult, replayCommandLine } from './describe.js';
+import { runSeedsInWorkers, SweepWorkerMissingError, type SeedOutcome } from './sweep-pool.js';
+
+export { replayCommandLine } from './describe.js';
 import { renderTraceViewer } from './trace-viewer.js';
 
 /** Where the CLI writes; injected so tests can capture it. */
@@ -19,6 +23,8 @@ export interface CliOutput {
   readonly isTerminal: boolean;
   /** Wall-clock milliseconds, for sweep statistics only (never inside a simulation). */
   readonly wallMs: () => number;
+  /** Worker threads a sweep uses without `--workers` (the command line passes the core count; default 1). */
+  readonly defaultSweepWorkers?: number;
 }
 
 /** Exit codes: 0 every check passed, 1 a violation, 2 bad arguments. */
@@ -35,7 +41,7 @@ export class UsageError extends Error {
 export const SIM_USAGE = `usage:
   raftlease sim run --seed N [--nodes 3|5|7] [--workload kv|membership|lock|maintenance|none] [--duration MS] [--steps N]
                     [--drift-beyond-bound] [--lease-reads] [--json] [--history FILE] [--trace FILE]
-  raftlease sim sweep --seeds A..B [--nodes 3|5|7] [--workload kv|membership|lock|maintenance|none] [--duration MS] [--json]
+  raftlease sim sweep --seeds A..B [--workers N] [--nodes 3|5|7] [--workload kv|membership|lock|maintenance|none] [--duration MS] [--json]
   raftlease sim replay --seed N (--trace FILE | --html FILE | both) [--nodes 3|5|7] [--workload kv|membership|lock|maintenance|none] [--duration MS]
 
   --duration MS   simulated milliseconds of the fault phase (default 10000); a liveness phase of up
@@ -44,6 +50,8 @@ export const SIM_USAGE = `usage:
   --drift-beyond-bound
                   let clocks drift up to 10x the configured bound (200 ppm); such runs are labelled
   --lease-reads   serve kv reads from the leader lease (no clock jumps in such runs)
+  --workers N     (sweep) simulate on N worker threads (default: one per CPU core); the output is the
+                  same for any N, only the wall time differs
   --html FILE     (replay) write the run as one self-contained HTML page: a timeline with a lane per
                   node (role, term, clock offset), messages, partitions, crashes, pauses, the commit
                   index, lease holders and the violation; zoom with the wheel, drag to pan, click for details
@@ -91,6 +99,7 @@ const OPTIONS = {
   history: { type: 'string' },
   trace: { type: 'string' },
   html: { type: 'string' },
+  workers: { type: 'string' },
 } as const;
 
 type ParsedValues = ReturnType<typeof parseArgs<{ options: typeof OPTIONS }>>['values'];
@@ -140,32 +149,6 @@ function commonOptions(values: ParsedValues): Omit<SimulationOptions, 'seed'> {
     ...(values['drift-beyond-bound'] === true ? { driftBeyondBound: true } : {}),
     ...(values['lease-reads'] === true ? { leaseReads: true } : {}),
   };
-}
-
-/** The command that replays `result` exactly. */
-export function replayCommandLine(seed: number, options: Omit<SimulationOptions, 'seed'>): string {
-  // A negative value must be attached with '=', or the argument parser takes it for an option.
-  const flags = [seed < 0 ? `--seed=${seed}` : `--seed ${seed}`];
-  if (options.nodeCount !== undefined) flags.push(`--nodes ${options.nodeCount}`);
-  if (options.workload !== undefined) flags.push(`--workload ${options.workload}`);
-  if (options.faultPhaseMs !== undefined) flags.push(`--duration ${options.faultPhaseMs}`);
-  if (options.maxSteps !== undefined) flags.push(`--steps ${options.maxSteps}`);
-  if (options.driftBeyondBound === true) flags.push('--drift-beyond-bound');
-  if (options.leaseReads === true) flags.push('--lease-reads');
-  return `npx raftlease sim run ${flags.join(' ')}`;
-}
-
-function describeResult(result: SimulationResult, options: Omit<SimulationOptions, 'seed'>): string {
-  const head = `seed ${result.seed}: ${result.ok ? 'ok' : 'VIOLATION'} — ${result.nodeCount} nodes, ${result.steps} events, ${result.simulatedMs.toFixed(0)} simulated ms, faults: ${result.enabledFaults.join(', ') || 'none'}${result.driftBeyondBound ? ' (CLOCK DRIFT BEYOND THE CONFIGURED BOUND)' : ''}`;
-  const details = [
-    `  committed entries ${result.committedEntries}, history ${result.history.length + result.lockHistory.length} events, linearizability ${result.linearizability}, liveness ${result.livenessMs === null ? 'not reached' : `${result.livenessMs.toFixed(0)} ms after healing`}`,
-  ];
-  if (result.violation !== null) {
-    const violation = result.violation;
-    details.push(`  ${violation.property} at step ${violation.step} (t=${(violation.timeNs / 1e6).toFixed(3)} ms)${violation.nodes.length > 0 ? ` on ${violation.nodes.join(', ')}` : ''}: ${violation.message}`);
-    details.push(`  replay: ${replayCommandLine(result.seed, options)}`);
-  }
-  return [head, ...details].join('\n');
 }
 
 function summaryJson(result: SimulationResult, options: Omit<SimulationOptions, 'seed'>): object {
@@ -255,14 +238,24 @@ export function parseSeedRange(text: string): { first: number; last: number } {
 }
 
 async function sweepCommand(args: readonly string[], output: CliOutput): Promise<ExitCode> {
-  const values = parse(args, 'sweep', ['seeds']);
+  const values = parse(args, 'sweep', ['seeds', 'workers']);
   if (typeof values.seeds !== 'string') throw new UsageError('--seeds A..B is required');
   const { first, last } = parseSeedRange(values.seeds);
   const options = commonOptions(values);
-  const summary = await sweep(first, last, options, output, values.json !== true);
+  const workers = integerOption('workers', values.workers, 1, MAX_SWEEP_WORKERS) ?? Math.min(MAX_SWEEP_WORKERS, Math.max(1, output.defaultSweepWorkers ?? 1));
+  let summary: SweepSummary;
+  try {
+    summary = await sweep(first, last, options, output, values.json !== true, workers);
+  } catch (error) {
+    if (error instanceof SweepWorkerMissingError) throw new UsageError(error.message);
+    throw error;
+  }
   if (values.json === true) output.out(`${JSON.stringify(summary)}\n`);
   return summary.failed.length === 0 ? 0 : 1;
 }
+
+/** Most worker threads a sweep starts. */
+const MAX_SWEEP_WORKERS = 64;
 
 /** The outcome of a sweep. */
 export interface SweepSummary {
@@ -274,30 +267,42 @@ export interface SweepSummary {
   readonly events: number;
   readonly eventsPerSecond: number;
   readonly simulatedPerWall: number;
+  /** Worker threads that ran the seeds (1: the calling thread). */
+  readonly workers: number;
 }
 
-/** Runs every seed in [first, last], reporting progress; returns the summary. */
-export async function sweep(first: number, last: number, options: Omit<SimulationOptions, 'seed'>, output: CliOutput, narrate: boolean): Promise<SweepSummary> {
+/** Runs every seed in [first, last] on `workers` threads (1: in this thread), reporting progress; returns the summary. */
+export async function sweep(first: number, last: number, options: Omit<SimulationOptions, 'seed'>, output: CliOutput, narrate: boolean, workers = 1): Promise<SweepSummary> {
   const startedMs = output.wallMs();
   const total = last - first + 1;
   const failed: { seed: number; property: string; message: string; replay: string }[] = [];
   let simulatedMs = 0;
   let events = 0;
-  for (let seed = first; seed <= last; seed++) {
-    const result = await simulate({ seed, ...options });
-    simulatedMs += result.simulatedMs;
-    events += result.steps;
-    if (!result.ok && result.violation !== null) {
-      failed.push({ seed, property: result.violation.property, message: result.violation.message, replay: replayCommandLine(seed, options) });
-      if (narrate) output.out(`${output.isTerminal ? '\r\x1b[K' : ''}${describeResult(result, options)}\n`);
+  // Outcomes arrive in seed order however many workers run, so the output does not depend on them.
+  const onOutcome = (outcome: SeedOutcome): void => {
+    simulatedMs += outcome.simulatedMs;
+    events += outcome.steps;
+    if (!outcome.ok && outcome.violation !== null) {
+      failed.push({ seed: outcome.seed, property: outcome.violation.property, message: outcome.violation.message, replay: replayCommandLine(outcome.seed, options) });
+      if (narrate) output.out(`${output.isTerminal ? '\r\x1b[K' : ''}${outcome.description}\n`);
     }
-    const done = seed - first + 1;
+    const done = outcome.seed - first + 1;
     if (narrate && output.isTerminal) {
       const width = 30;
       const filled = Math.round((done / total) * width);
       output.out(`\r[${'#'.repeat(filled)}${'.'.repeat(width - filled)}] ${done}/${total} seeds, ${failed.length} failed`);
     } else if (narrate && (done % 50 === 0 || done === total)) {
       output.out(`${done}/${total} seeds, ${failed.length} failed\n`);
+    }
+  };
+  const threads = Math.max(1, Math.min(workers, total));
+  if (threads > 1) {
+    await runSeedsInWorkers(first, last, options, threads, onOutcome);
+  } else {
+    for (let seed = first; seed <= last; seed++) {
+      const result = await simulate({ seed, ...options });
+      const violation = result.violation === null ? null : { property: result.violation.property, message: result.violation.message };
+      onOutcome({ seed, ok: result.ok, simulatedMs: result.simulatedMs, steps: result.steps, violation, description: result.ok ? '' : describeResult(result, options) });
     }
   }
   const wallMs = Math.max(1, output.wallMs() - startedMs);
@@ -310,12 +315,13 @@ export async function sweep(first: number, last: number, options: Omit<Simulatio
     events,
     eventsPerSecond: Math.round((events / wallMs) * 1000),
     simulatedPerWall: Math.round(simulatedMs / wallMs),
+    workers: threads,
   };
   if (narrate) {
     if (output.isTerminal) output.out('\n');
     output.out(
       `seeds ${summary.seedsRun}, passed ${summary.passed}, failed ${failed.length}${failed.length > 0 ? ` (${failed.map((f) => f.seed).join(', ')})` : ''}; ` +
-        `simulated ${(simulatedMs / 1000).toFixed(1)} s in ${(wallMs / 1000).toFixed(1)} s wall (${summary.simulatedPerWall}x), ${summary.eventsPerSecond} events/s\n`,
+        `simulated ${(simulatedMs / 1000).toFixed(1)} s in ${(wallMs / 1000).toFixed(1)} s wall (${summary.simulatedPerWall}x${threads > 1 ? ` on ${threads} workers` : ''}), ${summary.eventsPerSecond} events/s\n`,
     );
   }
   return summary;

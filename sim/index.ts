@@ -16,3 +16,4 @@ export * from './trace-viewer.js';
 export * from './simulation.js';
 export * from './world.js';
 export { parseSeedRange, replayCommandLine, runSimCli, sweep, type CliOutput, type SweepSummary } from './cli.js';
+export { SweepWorkerMissingError } from './sweep-pool.js';

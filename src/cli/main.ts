@@ -4,6 +4,7 @@
  *
  * @module
  */
+import { availableParallelism } from 'node:os';
 import { parseArgs } from 'node:util';
 import { runSimCli, SIM_USAGE } from '../../sim/cli.js';
 import { runDemo } from './demo.js';
@@ -35,6 +36,7 @@ async function main(argv: readonly string[]): Promise<number> {
       err: (text) => process.stderr.write(text),
       isTerminal: process.stdout.isTTY,
       wallMs: () => performance.now(),
+      defaultSweepWorkers: availableParallelism(),
     });
   }
   if (argv[0] === 'node' || argv[0] === 'cluster') {

@@ -227,6 +227,22 @@ describe('sim sweep', () => {
     expect(stdout).toMatch(/\n(seeds 2, passed 2, failed 0; [^\n]*)\n$/);
   });
 
+  it('--workers must be between 1 and 64; more workers than seeds start only one per seed', async () => {
+    const zero = await run(['sweep', '--seeds', '1..2', ...SHORT, '--workers', '0']);
+    expect(zero.code).toBe(2);
+    expect(zero.stderr).toContain('--workers must be between 1 and 64, got 0');
+    // One seed needs no worker thread: it runs in this thread (these tests run from the sources).
+    const single = await run(['sweep', '--seeds', '4..4', ...SHORT, '--workers', '8', '--json']);
+    expect(single.code).toBe(0);
+    expect(JSON.parse(single.stdout)).toMatchObject({ seedsRun: 1, workers: 1 });
+  });
+
+  it('says how to build when the worker script is missing (running from the TypeScript sources)', async () => {
+    const { code, stderr } = await run(['sweep', '--seeds', '1..2', ...SHORT, '--workers', '2']);
+    expect(code).toBe(2);
+    expect(stderr).toMatch(/the sweep's worker script .*sweep-worker\.js does not exist; build the package \(npm run build\) or run the sweep with --workers 1/);
+  });
+
   it('exits 1 on a violation, narrating each failing seed with its replay command', async () => {
     const { code, stdout } = await run(['sweep', '--seeds', '1..2', ...SHORT, '--steps', '50']);
     expect(code).toBe(1);
@@ -324,6 +340,35 @@ describe.skipIf(!BUILT)(BUILT ? 'the raftlease binary (dist/src/cli/main.js)' : 
     expect(stderr).toBe('');
     expect(status).toBe(0);
     expect(stdout).toMatch(/^seed 3: ok — 5 nodes, /);
+  });
+
+  it('`sim sweep --workers 2` prints exactly what `--workers 1` prints, apart from the wall time and worker count', () => {
+    const strip = (text: string): string => text.replace(/ in \d+\.\d s wall \(\d+x( on \d+ workers)?\), \d+ events\/s/, '');
+    const one = raftlease(['sim', 'sweep', '--seeds', '1..5', ...SHORT, '--workers', '1']);
+    const two = raftlease(['sim', 'sweep', '--seeds', '1..5', ...SHORT, '--workers', '2']);
+    expect(one.stderr).toBe('');
+    expect(two.stderr).toBe('');
+    expect(one.status).toBe(0);
+    expect(two.status).toBe(0);
+    expect(two.stdout).toMatch(/\(\d+x on 2 workers\)/);
+    expect(strip(two.stdout)).toBe(strip(one.stdout));
+  });
+
+  it('`sim sweep --workers 3 --json` reports the failing seeds in seed order, as one worker does', () => {
+    const args = ['sim', 'sweep', '--seeds', '1..7', ...SHORT, '--steps', '200', '--json'];
+    const one = raftlease([...args, '--workers', '1']);
+    const three = raftlease([...args, '--workers', '3']);
+    expect(one.status).toBe(1);
+    expect(three.status).toBe(1);
+    type Summary = { seedsRun: number; passed: number; failed: { seed: number }[]; simulatedMs: number; events: number; workers: number };
+    const a = JSON.parse(one.stdout) as Summary;
+    const b = JSON.parse(three.stdout) as Summary;
+    expect(a.workers).toBe(1);
+    expect(b.workers).toBe(3);
+    expect(a.failed.length).toBeGreaterThan(0);
+    expect(b.failed).toEqual(a.failed);
+    expect(b.failed.map((failure) => failure.seed)).toEqual([...b.failed.map((failure) => failure.seed)].sort((x, y) => x - y));
+    expect({ seedsRun: b.seedsRun, passed: b.passed, simulatedMs: b.simulatedMs, events: b.events }).toEqual({ seedsRun: a.seedsRun, passed: a.passed, simulatedMs: a.simulatedMs, events: a.events });
   });
 
   it('`raftlease sim run` with a bad argument exits 2 with the message on stderr', () => {
