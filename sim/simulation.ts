@@ -82,6 +82,11 @@ export interface SimulationOptions {
    * exclusion checker has teeth). @internal
    */
   readonly testOnlyLessorExpiresEarly?: boolean;
+  /**
+   * Lock workload: a deliberately broken leader-local renewal (proves the exclusion checker has
+   * teeth against it). @internal
+   */
+  readonly testOnlyRenewalBug?: 'WithoutConfirmation' | 'WithoutCountdown';
   /** Maintenance workload: run a deliberately broken orchestrator (proves the checkers have teeth). @internal */
   readonly testOnlyOrchestratorBug?: OrchestratorBug;
   /** Bound on the linearizability search per key. Default 2,000,000 steps. */
@@ -617,7 +622,9 @@ export class Simulation {
       LeaseNode.start({
         ...common,
         snapshots: this.snapshotPolicy,
-        lease: { maxClockDriftPpm: this.maxDriftPpm, marginMs: LOCK_MARGIN_MS, requestTimeoutMs: 2_000, testOnlyExpireEarly: this.options.testOnlyLessorExpiresEarly === true },
+        lease: { maxClockDriftPpm: this.maxDriftPpm, marginMs: LOCK_MARGIN_MS, requestTimeoutMs: 2_000, testOnlyExpireEarly: this.options.testOnlyLessorExpiresEarly === true,
+          testOnlyRenewalBug: this.options.testOnlyRenewalBug ?? null,
+        },
         wrapStateMachine: (table) => {
           const observed = this.observed(slot.id, incarnation, table);
           if (maintenance === null) return observed;

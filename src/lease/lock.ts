@@ -39,12 +39,26 @@ export interface LeaseOptions {
   /** How long one lock operation may take, retries included. Default 5,000 ms. */
   readonly requestTimeoutMs?: number;
   /**
+   * Whether the leader may answer a renewal from its own countdown, without a log write (design
+   * brief §4; the argument is in docs/lease-safety.md). Default true. A renewal that reaches a
+   * follower, names another TTL than the lease's, or races an expiry goes through the log either way.
+   */
+  readonly leaderLocalRenewals?: boolean;
+  /**
    * A deliberately broken lessor that counts only half of each TTL, for proving that the simulator's
    * exclusion checker catches it. Never set it otherwise.
    *
    * @internal
    */
   readonly testOnlyExpireEarly?: boolean;
+  /**
+   * A deliberately broken leader-local renewal, for proving that the checkers catch it: one that
+   * skips the leadership confirmation, or one that answers without restarting the leader's countdown.
+   * Never set it otherwise.
+   *
+   * @internal
+   */
+  readonly testOnlyRenewalBug?: 'WithoutConfirmation' | 'WithoutCountdown' | null;
 }
 
 /** Options of a {@link LeaseNode}: those of a `RaftNode` (without the state machine) plus {@link LeaseOptions}. */
@@ -104,9 +118,12 @@ export interface DistributedLock {
 interface Countdown {
   readonly fencingToken: LogIndex;
   readonly renewals: number;
-  readonly deadlineMs: number;
+  deadlineMs: number;
   expiring: boolean;
 }
+
+/** The outcome of a leader-local renewal attempt: renewed, lost, or go through the log. */
+type LocalRenewal = { readonly kind: 'Renewed'; readonly lease: LeaseRecord } | { readonly kind: 'Lost'; readonly reason: string } | { readonly kind: 'UseLog' };
 
 /**
  * One member of a lease cluster.
@@ -129,6 +146,10 @@ export class LeaseNode implements DistributedLock {
   private readonly requestTimeoutMs: number;
   /** Share of the TTL the lessor counts: 1, or ½ for the test-only broken lessor. */
   private readonly countedShare: number;
+  private readonly leaderLocalRenewals: boolean;
+  private readonly renewalBug: 'WithoutConfirmation' | 'WithoutCountdown' | null;
+  /** Renewals answered from the leader's countdown, and renewals that went through the log. */
+  private readonly renewalCounts = { leaderLocal: 0, replicated: 0 };
   private nextRequest = 0;
   private stopped = false;
   private checkTimer: Timer | null = null;
@@ -148,6 +169,8 @@ export class LeaseNode implements DistributedLock {
     this.defaultOwner = lease.defaultOwner;
     this.requestTimeoutMs = lease.requestTimeoutMs;
     this.countedShare = lease.testOnlyExpireEarly ? 0.5 : 1;
+    this.leaderLocalRenewals = lease.leaderLocalRenewals;
+    this.renewalBug = lease.testOnlyRenewalBug;
   }
 
   /** Starts the Raft node with the lease table as its state machine, and the lessor. */
@@ -280,15 +303,23 @@ export class LeaseNode implements DistributedLock {
     if (problem !== null) throw new RaftLeaseError('InvalidArgument', problem);
     // Without a TTL, renew by the lease's own: read it once this node has caught up with the leader
     // (a lagging node's table may not hold the lease yet, or may hold the key's previous one).
+    if (options.ttlMs !== undefined) this.validate(key, owner, options.ttlMs);
+    const local = await this.renewOnLeader(key, owner, options.fencingToken as LogIndex, options.ttlMs);
+    if (local.kind === 'Renewed') return local.lease;
+    if (local.kind === 'Lost') throw new RaftLeaseError('LeaseLost', `no lease on '${key}' held by ${owner} under token ${options.fencingToken} (${local.reason}); acquire it again`);
     if (options.ttlMs === undefined) await this.raft.readIndex({ timeoutMs: this.requestTimeoutMs });
     const current = this.table.get(key);
     const ttlMs = options.ttlMs ?? (current?.owner === owner && current.fencingToken === options.fencingToken ? current.ttlMs : undefined);
     if (ttlMs === undefined) throw new RaftLeaseError('LeaseLost', `no lease on '${key}' held by ${owner} under token ${options.fencingToken}; acquire it again`);
-    if (options.ttlMs !== undefined) this.validate(key, owner, options.ttlMs);
-    const result = await this.submit({ type: 'Renew', key, owner, fencingToken: options.fencingToken as LogIndex, ttlMs, requestId: this.requestId() }, undefined);
+    const result = await this.submitRenewal({ type: 'Renew', key, owner, fencingToken: options.fencingToken as LogIndex, ttlMs, requestId: this.requestId() });
     if (result.type === 'Granted') return result.lease;
     if (result.type === 'NotHeld') throw new RaftLeaseError('LeaseLost', `no lease on '${key}' held by ${owner} under token ${options.fencingToken} (${result.reason}); acquire it again`);
     throw unexpected(result);
+  }
+
+  /** How many renewals this node answered from its countdown (leader-local) and how many went through the log. */
+  renewalStats(): { readonly leaderLocal: number; readonly replicated: number } {
+    return { ...this.renewalCounts };
   }
 
   // ---------------------------------------------------------------------------------------------
@@ -332,6 +363,61 @@ export class LeaseNode implements DistributedLock {
 
   requestId(): string {
     return `${this.raft.instanceId}:${(this.nextRequest++).toString(36)}`;
+  }
+
+  /** Proposes a `Renew` through the log (the fallback of {@link renewOnLeader}). */
+  submitRenewal(command: Extract<LeaseTableCommand, { readonly type: 'Renew' }>): Promise<LeaseResult> {
+    this.renewalCounts.replicated++;
+    return this.submit(command, undefined);
+  }
+
+  /**
+   * Renews the lease on `key` from the leader's own countdown, without a log write (design brief §4,
+   * docs/lease-safety.md). Two conditions make the answer safe:
+   *
+   * 1. The leader has committed an entry of its current term, and applied up to its commit index: every
+   *    `Expire` an earlier leader proposed that will ever apply has applied, so the table shows
+   *    whether the lease still exists.
+   * 2. A heartbeat quorum round that started after the renewal arrived confirmed the leadership (the
+   *    ReadIndex round of thesis §6.4, or its clock-based lease when lease-based reads are on): any
+   *    later leader was elected after that, and restarts the lease's countdown at full TTL from its
+   *    election, after the holder sent the renewal.
+   *
+   * The countdown then restarts at full TTL from now. The renewal goes through the log instead
+   * (`UseLog`) on a follower, before this leader's countdowns run, for another TTL than the lease's
+   * (a new leader would count the table's), or while an `Expire` for the lease is in flight (the
+   * log orders the two).
+   */
+  async renewOnLeader(key: string, owner: string, fencingToken: LogIndex, ttlMs: number | undefined): Promise<LocalRenewal> {
+    if (!this.leaderLocalRenewals) return { kind: 'UseLog' };
+    const before = this.raft.status();
+    if (before.role !== 'Leader' || this.leaderTerm !== before.term) return { kind: 'UseLog' };
+    if (this.renewalBug !== 'WithoutConfirmation') {
+      try {
+        await this.raft.readIndex({ timeoutMs: this.requestTimeoutMs });
+      } catch (error) {
+        if (error instanceof RaftLeaseError && error.code === 'Stopped') throw error;
+        // Leadership lost or unconfirmed in time: the log decides.
+        return { kind: 'UseLog' };
+      }
+    }
+    return this.renewFromCountdown(key, owner, fencingToken, ttlMs, before.term);
+  }
+
+  /** The synchronous half of {@link renewOnLeader}, after the confirmation round. */
+  private renewFromCountdown(key: string, owner: string, fencingToken: LogIndex, ttlMs: number | undefined, term: number): LocalRenewal {
+    const status = this.raft.status();
+    if (status.role !== 'Leader' || status.term !== term || this.leaderTerm !== term) return { kind: 'UseLog' };
+    const lease = this.table.get(key);
+    if (lease === undefined) return { kind: 'Lost', reason: 'NoLease' };
+    if (lease.owner !== owner) return { kind: 'Lost', reason: 'OtherHolder' };
+    if (lease.fencingToken !== fencingToken) return { kind: 'Lost', reason: 'TokenMismatch' };
+    if (ttlMs !== undefined && ttlMs !== lease.ttlMs) return { kind: 'UseLog' };
+    const countdown = this.countdowns.get(key);
+    if (countdown === undefined || countdown.expiring || countdown.fencingToken !== fencingToken || countdown.renewals !== lease.renewals) return { kind: 'UseLog' };
+    if (this.renewalBug !== 'WithoutCountdown') countdown.deadlineMs = Math.max(countdown.deadlineMs, this.clock.nowMs() + lease.ttlMs * this.countedShare);
+    this.renewalCounts.leaderLocal++;
+    return { kind: 'Renewed', lease };
   }
 
   private validate(key: string, owner: string, ttlMs: number): void {
@@ -485,10 +571,15 @@ class HeldLease implements Lease {
   async renew(): Promise<void> {
     if (this.controller.signal.aborted) throw new RaftLeaseError('LeaseLost', `the lease on '${this.key}' already ended`);
     const sentAtMs = this.node.nowMs();
-    const result = await this.node.submit(
-      { type: 'Renew', key: this.key, owner: this.owner, fencingToken: this.fencingToken, ttlMs: this.ttlMs, requestId: this.node.requestId() },
-      undefined,
-    );
+    const local = await this.node.renewOnLeader(this.key, this.owner, this.fencingToken, this.ttlMs);
+    if (local.kind === 'Lost') {
+      this.lose(`the lease on '${this.key}' (token ${this.fencingToken}) is gone: ${local.reason}`);
+      throw new RaftLeaseError('LeaseLost', `the lease on '${this.key}' (token ${this.fencingToken}) was lost`);
+    }
+    const result: LeaseResult =
+      local.kind === 'Renewed'
+        ? { type: 'Granted', lease: local.lease, renewed: true }
+        : await this.node.submitRenewal({ type: 'Renew', key: this.key, owner: this.owner, fencingToken: this.fencingToken, ttlMs: this.ttlMs, requestId: this.node.requestId() });
     if (result.type !== 'Granted') {
       this.lose(`the lease on '${this.key}' (token ${this.fencingToken}) is gone: ${result.type === 'NotHeld' ? result.reason : result.type}`);
       throw new RaftLeaseError('LeaseLost', `the lease on '${this.key}' (token ${this.fencingToken}) was lost`);
@@ -572,7 +663,9 @@ function resolveLeaseOptions(options: LeaseNodeOptions): Required<LeaseOptions> 
     expiryCheckIntervalMs: lease.expiryCheckIntervalMs ?? options.tickIntervalMs ?? 100,
     defaultOwner: lease.defaultOwner ?? options.id,
     requestTimeoutMs: lease.requestTimeoutMs ?? 5_000,
+    leaderLocalRenewals: lease.leaderLocalRenewals ?? true,
     testOnlyExpireEarly: lease.testOnlyExpireEarly === true,
+    testOnlyRenewalBug: lease.testOnlyRenewalBug ?? null,
   };
   if (!Number.isSafeInteger(resolved.maxClockDriftPpm) || resolved.maxClockDriftPpm < 0 || resolved.maxClockDriftPpm >= 100_000) {
     throw new ConfigError('lease.maxClockDriftPpm', `must be an integer in [0, 100000), got ${resolved.maxClockDriftPpm}`);

@@ -261,9 +261,10 @@ export function invalidFencingToken(token: unknown): string | null {
  * - **Fencing tokens** are the log index of the granting entry (design brief §4): every grant's entry
  *   has a higher index than every earlier one, so tokens are unique and strictly increasing across
  *   all grants in the cluster. Re-acquiring a lease one holds keeps its token.
- * - **Renewals are replicated**: `Renew` (or re-acquiring) bumps the lease's `renewals` count, and
- *   the lessor's `Expire` names the count its countdown belongs to, so an `Expire` racing a renewal
- *   that was applied first is ignored (design brief §4, the replicated-renewal variant).
+ * - **Replicated renewals**: `Renew` (or re-acquiring) bumps the lease's `renewals` count, and the
+ *   lessor's `Expire` names the count its countdown belongs to, so an `Expire` racing a renewal that
+ *   was applied first is ignored. Renewals the leader answers from its own countdown never reach the
+ *   table (`LeaseNode.renewOnLeader`; design brief §4, docs/lease-safety.md).
  * - **Retries apply once** (thesis §6.3): `Acquire`, `Renew` and `Release` carry a client request id; a
  *   command whose id was seen returns the first result and changes nothing. The table remembers the
  *   last `maxRememberedRequests` ids (default 10,000) and forgets the oldest first: a retry that

@@ -774,7 +774,11 @@ export class Raft {
     }
     if (this.heartbeatElapsedTicks >= this.config.heartbeatIntervalTicks) {
       this.heartbeatElapsedTicks = 0;
-      this.broadcastHeartbeat();
+      // While read rounds wait for acknowledgements, every heartbeat carries a fresh read context:
+      // it was sent after each waiting round started, so a quorum of its answers confirms them all,
+      // and a round whose own heartbeats were lost completes at the next heartbeat instead of at the
+      // reads' timeout.
+      this.broadcastHeartbeat(this.readRounds.length > 0 ? ++this.lastReadContext : 0);
     }
   }
 

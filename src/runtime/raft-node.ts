@@ -944,8 +944,30 @@ export class RaftNode<Result = unknown> {
   private onSoftState(role: Role, leader: NodeId | null): void {
     if (role !== this.role) this.logger.info({ from: this.role, to: role, term: this.rawNode.status().term, leader }, 'role changed');
     else if (leader !== this.leader) this.logger.debug({ leader }, 'leader changed');
+    const formerLeader = this.leader;
     this.role = role;
     this.leader = leader;
+    // A former leader's own reads are refused by the core itself (NotLeader).
+    if (formerLeader !== null && formerLeader !== this.id && leader !== formerLeader) this.failForwardedTo(formerLeader);
+  }
+
+  /**
+   * The leader changed: proposals and reads forwarded to `formerLeader` that it has not answered yet
+   * may never be answered (it may have crashed). Rather than let them wait for their timeouts, fail
+   * them now: a proposal with `OutcomeUnknown` (the former leader may still have appended it; retry
+   * with the same request id where the state machine deduplicates), a read with `ProposalDropped`
+   * (reads change nothing; retry).
+   */
+  private failForwardedTo(formerLeader: NodeId): void {
+    for (const pending of [...this.pendingByRequest.values()]) {
+      this.forget(pending);
+      pending.reject(new OutcomeUnknownError(`the leader changed (was ${formerLeader}) before it answered the forwarded proposal`));
+    }
+    for (const read of [...this.pendingReads.values()]) {
+      if (read.index !== null) continue;
+      this.forgetRead(read);
+      read.reject(new ProposalDroppedError(`the leader changed (was ${formerLeader}) before it confirmed the read; retry`));
+    }
   }
 
   private refusalError(refusal: ProposalRefusal, leaderHint: NodeId | null, bytes: number): RaftLeaseError {

@@ -472,7 +472,8 @@ describe('leader-side expiry', () => {
   });
 
   it('an Expire that races a renewal applied first is ignored; the countdown restarts from the renewal', async () => {
-    const c = await startCluster();
+    // Replicated renewals: the race is ordered by the log.
+    const c = await startCluster({ lease: { leaderLocalRenewals: false } });
     const grantedAtMs = c.clock.nowMs();
     const lease = await grant(c, 'n1', 'race', 2_000);
     const signal = watchSignal(c, lease);
@@ -1044,7 +1045,8 @@ describe('regressions of lease client fixes', () => {
   });
 
   it("renew() applied after the holder's signal aborted rejects with LeaseLost, and the signal stays aborted", async () => {
-    const c = await startCluster();
+    // Replicated renewals: the late renewal is applied through the log.
+    const c = await startCluster({ lease: { leaderLocalRenewals: false } });
     const ttlMs = 2_000;
     const grantedAtMs = c.clock.nowMs();
     const lease = await grant(c, 'n1', 'late', ttlMs);
@@ -1202,5 +1204,121 @@ describe('LeaseNode.release(key, token): releasing without a Lease object', () =
     const bad = await settleOutcome(c, node(c, 'n1').release('job', { fencingToken: 0, owner: 'alice' }));
     if (!bad.ok) expect(bad.error).toMatchObject({ code: 'InvalidArgument' });
     expect(bad.ok).toBe(false);
+  });
+});
+
+describe('leader-local renewals (design brief §4, docs/lease-safety.md)', () => {
+  it('a renewal on the leader writes nothing to the log, and the leader counts a full TTL from it', async () => {
+    const c = await startCluster();
+    const ttlMs = 2_000;
+    const lease = await grant(c, 'n1', 'local', ttlMs);
+    const logLength = node(c, 'n1').raft.status().lastIndex;
+    await advance(c, 1_000);
+    const renewSentAtMs = c.clock.nowMs();
+    await settle(c, lease.renew());
+    expect(node(c, 'n1').renewalStats()).toEqual({ leaderLocal: 1, replicated: 0 });
+    expect(appliedCommands(c, 'n1', 'Renew', 'local')).toEqual([]);
+    expect(node(c, 'n1').raft.status().lastIndex).toBe(logLength);
+    expect(lease.validUntil).toBe(renewSentAtMs + validity(ttlMs));
+    expect(node(c, 'n2').table.get('local')).toMatchObject({ fencingToken: lease.fencingToken, renewals: 0 });
+    // Without further renewals the leader expires it a full TTL after the renewal, not after the grant.
+    await advanceUntil(c, () => expiredAt(c, 'n1', 'local', lease.fencingToken) !== undefined, 10_000);
+    expect(expiredAt(c, 'n1', 'local', lease.fencingToken)).toBeGreaterThanOrEqual(renewSentAtMs + ttlMs);
+    expect(lease.signal.aborted).toBe(true);
+  });
+
+  it('a renewal on a follower goes through the log', async () => {
+    const c = await startCluster();
+    const onFollower = await grant(c, 'n2', 'far', 5_000);
+    await settle(c, onFollower.renew());
+    expect(node(c, 'n2').renewalStats()).toEqual({ leaderLocal: 0, replicated: 1 });
+    expect(appliedCommands(c, 'n1', 'Renew', 'far')).toHaveLength(1);
+  });
+
+  it('with leaderLocalRenewals: false a renewal on the leader goes through the log', async () => {
+    const c = await startCluster({ lease: { leaderLocalRenewals: false } });
+    const onLeader = await grant(c, 'n1', 'near', 5_000);
+    await settle(c, onLeader.renew());
+    expect(node(c, 'n1').renewalStats()).toEqual({ leaderLocal: 0, replicated: 1 });
+    expect(appliedCommands(c, 'n1', 'Renew', 'near')).toHaveLength(1);
+  });
+
+  it('renewLease with another TTL than the lease’s goes through the log (a new leader counts the table’s TTL)', async () => {
+    const c = await startCluster();
+    const lease = await grant(c, 'n1', 'ttl', 5_000);
+    const same = await settle(c, node(c, 'n1').renewLease('ttl', { fencingToken: lease.fencingToken }));
+    expect(same).toMatchObject({ ttlMs: 5_000, renewals: 0 });
+    expect(node(c, 'n1').renewalStats()).toEqual({ leaderLocal: 1, replicated: 0 });
+    const longer = await settle(c, node(c, 'n1').renewLease('ttl', { fencingToken: lease.fencingToken, ttlMs: 9_000 }));
+    expect(longer).toMatchObject({ ttlMs: 9_000, renewals: 1 });
+    expect(node(c, 'n1').renewalStats()).toEqual({ leaderLocal: 1, replicated: 1 });
+    expect(appliedCommands(c, 'n1', 'Renew', 'ttl')).toHaveLength(1);
+  });
+
+  it('a leader cut off from the quorum never renews locally: the holder’s validity is not extended and it gives up in time', async () => {
+    const c = await startCluster();
+    const ttlMs = 2_000;
+    const grantedAtMs = c.clock.nowMs();
+    const lease = await grant(c, 'n1', 'cut', ttlMs);
+    const signal = watchSignal(c, lease);
+    c.network.isolate([nodeId('n1')], [nodeId('n2'), nodeId('n3')]);
+    const renewal = watch(c, lease.renew());
+    await advanceTo(c, grantedAtMs + validity(ttlMs) + 10);
+    expect(renewal.outcome()?.ok).not.toBe(true);
+    expect(node(c, 'n1').renewalStats().leaderLocal).toBe(0);
+    expect(lease.validUntil).toBe(grantedAtMs + validity(ttlMs));
+    expect(signal.atMs).toBe(grantedAtMs + validity(ttlMs));
+    // The majority elects a leader that restarts the countdown and expires the lease after a full TTL.
+    await advanceUntil(c, () => expiredAt(c, 'n2', 'cut', lease.fencingToken) !== undefined, 20_000);
+    expect(['n2', 'n3']).toContain(leaderId(c));
+    // The cut-off node stepped down; its renewal fell back to the log and could not be answered.
+    await advanceUntil(c, () => renewal.outcome() !== undefined, 20_000);
+    expect(renewal.outcome()?.ok).toBe(false);
+    expect(node(c, 'n1').renewalStats().leaderLocal).toBe(0);
+  });
+
+  for (const broken of [false, true]) {
+    it(`${broken ? 'a broken renewal that skips the confirmation round lets two holders overlap' : 'the confirmation round keeps a deposed leader that has not noticed from renewing'} (checkQuorum off, leader cut off)`, async () => {
+      // Without CheckQuorum the cut-off leader keeps believing it leads; only the confirmation round
+      // stops it from extending its holder's lease while the majority moves on.
+      const c = await startCluster({ lease: broken ? { testOnlyRenewalBug: 'WithoutConfirmation' } : {}, extra: { raft: { checkQuorum: false } } });
+      const ttlMs = 2_000;
+      const lease = await grant(c, 'n1', 'split', ttlMs);
+      const stopKeepAlive = lease.keepAlive({ intervalMs: 500 });
+      c.network.isolate([nodeId('n1')], [nodeId('n2'), nodeId('n3')]);
+      const majorityLeader = (): Id | undefined => (['n2', 'n3'] as const).find((id) => node(c, id).raft.status().role === 'Leader');
+      await advanceUntil(c, () => majorityLeader() !== undefined, 10_000);
+      const taken = watch(c, node(c, majorityLeader() ?? 'n2').acquire('split', { ttlMs, owner: 'other', timeoutMs: 20_000 }));
+      await advanceUntil(c, () => taken.outcome() !== undefined, 20_000);
+      stopKeepAlive();
+      const outcome = taken.outcome();
+      if (outcome?.ok === false) throw outcome.error;
+      expect(node(c, 'n1').raft.status().role).toBe('Leader');
+      // Overlap: the old holder still believes it holds the lease when the other owner got it.
+      expect(!lease.signal.aborted && lease.remainingMs() > 0).toBe(broken);
+      expect(node(c, 'n1').renewalStats().leaderLocal > 0).toBe(broken);
+    });
+  }
+
+  it('after local renewals, a new leader restarts the countdown at full TTL: the lease outlives the holder’s belief', async () => {
+    const c = await startCluster();
+    const ttlMs = 2_000;
+    const lease = await grant(c, 'n1', 'handover', ttlMs);
+    for (let round = 0; round < 3; round++) {
+      await advance(c, 500);
+      await settle(c, lease.renew());
+    }
+    expect(node(c, 'n1').renewalStats().leaderLocal).toBe(3);
+    const lastValidUntil = lease.validUntil;
+    // The leader crashes right after the last local renewal; the others elect a new leader.
+    const crashedAtMs = c.clock.nowMs();
+    await node(c, 'n1').raft.stop({ transferLeadership: false });
+    await node(c, 'n1').stop();
+    c.nodes.delete('n1');
+    await advanceUntil(c, () => expiredAt(c, 'n2', 'handover', lease.fencingToken) !== undefined, 20_000);
+    const expiredAtMs = expiredAt(c, 'n2', 'handover', lease.fencingToken) ?? NaN;
+    // The new leader was elected after the crash and counted a full TTL from then.
+    expect(expiredAtMs).toBeGreaterThanOrEqual(crashedAtMs + ttlMs);
+    expect(expiredAtMs).toBeGreaterThan(lastValidUntil);
   });
 });

@@ -34,6 +34,39 @@ describe('thesis §6.4 ReadIndex', () => {
     expect(readStatesOf(cluster, 'n1')).toEqual([{ requestId: 7, index: commit, refusal: null, leaderHint: 'n1' }]);
   });
 
+  it('a round whose heartbeats were lost is confirmed by the next periodic heartbeat, which carries a newer read context', () => {
+    const cluster = electedCluster();
+    cluster.propose('n1', 'x');
+    cluster.deliverAll();
+    const commit = cluster.node('n1').status().commitIndex;
+    cluster.node('n1').readIndex(4);
+    cluster.flush('n1');
+    const roundContext = Math.max(...cluster.queue.flatMap((message) => (message.type === 'Heartbeat' ? [message.context] : [])));
+    // The round's own heartbeats are lost.
+    cluster.dropAll();
+    expect(readStatesOf(cluster, 'n1')).toEqual([]);
+    // Tick until the leader's next periodic heartbeat: it carries a context newer than the round's.
+    const later: number[] = [];
+    for (let tick = 0; tick < 20 && later.length === 0; tick++) {
+      cluster.tick('n1');
+      cluster.flush('n1');
+      later.push(...cluster.queue.flatMap((message) => (message.type === 'Heartbeat' ? [message.context] : [])));
+    }
+    expect(later.length).toBeGreaterThan(0);
+    expect(later.every((context) => context > roundContext)).toBe(true);
+    cluster.deliverAll();
+    expect(readStatesOf(cluster, 'n1')).toEqual([{ requestId: 4, index: commit, refusal: null, leaderHint: 'n1' }]);
+    // With no read waiting, periodic heartbeats go back to carrying no context.
+    const idle: number[] = [];
+    for (let tick = 0; tick < 20 && idle.length === 0; tick++) {
+      cluster.tick('n1');
+      cluster.flush('n1');
+      idle.push(...cluster.queue.flatMap((message) => (message.type === 'Heartbeat' ? [message.context] : [])));
+    }
+    expect(idle.length).toBeGreaterThan(0);
+    expect(idle.every((context) => context === 0)).toBe(true);
+  });
+
   it('a new leader defers reads until it has committed an entry of its own term', () => {
     const cluster = new TestCluster(['n1', 'n2', 'n3']);
     cluster.campaign('n1');

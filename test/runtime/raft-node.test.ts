@@ -76,6 +76,33 @@ describe('RaftNode', () => {
     else expect((applied as { result: string }).result).toContain('after-heal');
   });
 
+  it('fails a forwarded proposal (OutcomeUnknown) and a forwarded read (ProposalDropped) as soon as the leader changes, long before their timeouts', async () => {
+    cluster = await startRuntimeCluster(['n1', 'n2', 'n3']);
+    const oldLeader = await cluster.waitForLeader();
+    const follower = [...cluster.nodes.values()].find((node) => node !== oldLeader);
+    if (follower === undefined) throw new Error('no follower');
+    cluster.network.isolate([oldLeader.id], cluster.ids.filter((id) => id !== oldLeader.id).map(nodeId));
+    const startedMs = cluster.clock.nowMs();
+    const settled: { proposal?: { error: unknown; atMs: number }; read?: { error: unknown; atMs: number } } = {};
+    follower.propose(text('stranded'), { timeoutMs: 60_000 }).then(
+      () => (settled.proposal = { error: null, atMs: cluster?.clock.nowMs() ?? NaN }),
+      (error: unknown) => (settled.proposal = { error, atMs: cluster?.clock.nowMs() ?? NaN }),
+    );
+    follower.readIndex({ timeoutMs: 60_000 }).then(
+      () => (settled.read = { error: null, atMs: cluster?.clock.nowMs() ?? NaN }),
+      (error: unknown) => (settled.read = { error, atMs: cluster?.clock.nowMs() ?? NaN }),
+    );
+    for (let waited = 0; (settled.proposal === undefined || settled.read === undefined) && waited < 10_000; waited += 10) await cluster.clock.advance(10);
+    // The majority elected another leader (or started an election): the old one never answered.
+    expect(follower.status().leader).not.toBe(oldLeader.id);
+    expect(settled.proposal?.error).toBeInstanceOf(RaftLeaseError);
+    expect((settled.proposal?.error as RaftLeaseError).code).toBe('OutcomeUnknown');
+    expect((settled.proposal?.error as RaftLeaseError).message).toContain(`the leader changed (was ${oldLeader.id})`);
+    expect((settled.read?.error as RaftLeaseError).code).toBe('ProposalDropped');
+    expect((settled.proposal?.atMs ?? Infinity) - startedMs).toBeLessThan(5_000);
+    expect((settled.read?.atMs ?? Infinity) - startedMs).toBeLessThan(5_000);
+  });
+
   it('refuses proposals with a typed error while no leader is known', async () => {
     cluster = await startRuntimeCluster(['n1', 'n2', 'n3']);
     const error = await cluster.node('n1').propose(text('too-early')).catch((caught: unknown) => caught);

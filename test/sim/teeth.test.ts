@@ -64,6 +64,23 @@ describe('the lock checkers catch a deliberately broken lessor', () => {
   }, 300_000);
 });
 
+describe('the lock checkers catch a deliberately broken leader-local renewal', () => {
+  it(`finds a renewal answered without restarting the leader's countdown within ${MAX_SEEDS} seeds`, async () => {
+    const options: Omit<SimulationOptions, 'seed'> = { nodeCount: 5, workload: 'lock', faultPhaseMs: 5_000 };
+    let found: { seed: number; property: string } | null = null;
+    for (let seed = 1; seed <= MAX_SEEDS && found === null; seed++) {
+      const result = await simulate({ ...options, seed, testOnlyRenewalBug: 'WithoutCountdown' });
+      if (result.violation !== null) found = { seed, property: result.violation.property };
+    }
+    expect(found, `the broken renewal was not detected in ${MAX_SEEDS} seeds`).not.toBeNull();
+    if (found === null) return;
+    console.log(`renewal without countdown: found by seed ${found.seed}, property ${found.property}`);
+    expect(found.property).toBe('LeaseExclusion');
+    const control = await simulate({ ...options, seed: found.seed });
+    expect(control.violation, `seed ${found.seed} also fails with the correct renewal`).toBeNull();
+  }, 300_000);
+});
+
 describe('the maintenance checkers catch a deliberately broken orchestrator', () => {
   const cases: readonly { readonly bug: OrchestratorBug; readonly property: string }[] = [
     { bug: 'RunSettledOccurrences', property: 'MaintenanceOnce' },
