@@ -351,7 +351,7 @@ export class RaftleaseCluster extends ProcessCluster {
     private readonly tickMs: number | null,
     private readonly nodeFlags: readonly string[],
   ) {
-    super('raftlease', tickMs === null ? 'CLI defaults (tick 100 ms)' : `--tick-ms ${tickMs}`, ports);
+    super('raftlease', tickMs === null ? 'CLI defaults (tick 50 ms)' : `--tick-ms ${tickMs}`, ports);
   }
 
   /** `tickMs` null: the CLI default. `nodeFlags`: flags for the Node.js runtime (e.g. --cpu-prof). */
