@@ -9,7 +9,7 @@ import { dirname, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { toJsonLines } from './linearizability.js';
 import { simulate, type SimulationOptions, type SimulationResult } from './simulation.js';
-import { describeResult, replayCommandLine } from './describe.js';
+import { describeResult, replayCommandLine, seedOutcome } from './describe.js';
 import { runSeedsInWorkers, SweepWorkerMissingError, type SeedOutcome } from './sweep-pool.js';
 
 export { replayCommandLine } from './describe.js';
@@ -300,9 +300,7 @@ export async function sweep(first: number, last: number, options: Omit<Simulatio
     await runSeedsInWorkers(first, last, options, threads, onOutcome);
   } else {
     for (let seed = first; seed <= last; seed++) {
-      const result = await simulate({ seed, ...options });
-      const violation = result.violation === null ? null : { property: result.violation.property, message: result.violation.message };
-      onOutcome({ seed, ok: result.ok, simulatedMs: result.simulatedMs, steps: result.steps, violation, description: result.ok ? '' : describeResult(result, options) });
+      onOutcome(seedOutcome(await simulate({ seed, ...options }), options));
     }
   }
   const wallMs = Math.max(1, output.wallMs() - startedMs);

@@ -5,6 +5,7 @@
  * @module
  */
 import type { SimulationOptions, SimulationResult } from './simulation.js';
+import type { SeedOutcome } from './sweep-pool.js';
 
 /** The command that replays `result` exactly. */
 export function replayCommandLine(seed: number, options: Omit<SimulationOptions, 'seed'>): string {
@@ -33,3 +34,15 @@ export function describeResult(result: SimulationResult, options: Omit<Simulatio
   return [head, ...details].join('\n');
 }
 
+
+/** The summary of one seed that a sweep keeps (and that a sweep worker posts back). */
+export function seedOutcome(result: SimulationResult, options: Omit<SimulationOptions, 'seed'>): SeedOutcome {
+  return {
+    seed: result.seed,
+    ok: result.ok,
+    simulatedMs: result.simulatedMs,
+    steps: result.steps,
+    violation: result.violation === null ? null : { property: result.violation.property, message: result.violation.message },
+    description: result.ok ? '' : describeResult(result, options),
+  };
+}

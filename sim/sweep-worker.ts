@@ -7,8 +7,8 @@
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import { simulate, type SimulationOptions } from './simulation.js';
-import type { SeedOutcome, SweepWorkerRequest } from './sweep-pool.js';
-import { describeResult } from './describe.js';
+import type { SweepWorkerRequest } from './sweep-pool.js';
+import { seedOutcome } from './describe.js';
 
 const port = parentPort;
 if (port === null) throw new Error('sim/sweep-worker.js runs only as a worker thread of a sweep');
@@ -17,15 +17,7 @@ const options = workerData as Omit<SimulationOptions, 'seed'>;
 port.on('message', (request: SweepWorkerRequest) => {
   void simulate({ seed: request.seed, ...options }).then(
     (result) => {
-      const outcome: SeedOutcome = {
-        seed: result.seed,
-        ok: result.ok,
-        simulatedMs: result.simulatedMs,
-        steps: result.steps,
-        violation: result.violation === null ? null : { property: result.violation.property, message: result.violation.message },
-        description: result.ok ? '' : describeResult(result, options),
-      };
-      port.postMessage(outcome);
+      port.postMessage(seedOutcome(result, options));
     },
     (error: unknown) => {
       // A thrown error is a bug in the simulator or the core, not a violation: report it as such.

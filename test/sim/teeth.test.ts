@@ -48,37 +48,26 @@ const CASES: readonly Case[] = [
 ];
 
 describe('the lock checkers catch a deliberately broken lessor', () => {
-  it(`finds a lessor that counts only half of each TTL within ${MAX_SEEDS} seeds`, async () => {
-    const options: Omit<SimulationOptions, 'seed'> = { nodeCount: 5, workload: 'lock', faultPhaseMs: 5_000 };
-    let found: { seed: number; property: string } | null = null;
-    for (let seed = 1; seed <= MAX_SEEDS && found === null; seed++) {
-      const result = await simulate({ ...options, seed, testOnlyLessorExpiresEarly: true });
-      if (result.violation !== null) found = { seed, property: result.violation.property };
-    }
-    expect(found, `the broken lessor was not detected in ${MAX_SEEDS} seeds`).not.toBeNull();
-    if (found === null) return;
-    console.log(`lessor expiring early: found by seed ${found.seed}, property ${found.property}`);
-    expect(found.property).toBe('LeaseExclusion');
-    const control = await simulate({ ...options, seed: found.seed });
-    expect(control.violation, `seed ${found.seed} also fails with the correct lessor`).toBeNull();
-  }, 300_000);
-});
-
-describe('the lock checkers catch a deliberately broken leader-local renewal', () => {
-  it(`finds a renewal answered without restarting the leader's countdown within ${MAX_SEEDS} seeds`, async () => {
-    const options: Omit<SimulationOptions, 'seed'> = { nodeCount: 5, workload: 'lock', faultPhaseMs: 5_000 };
-    let found: { seed: number; property: string } | null = null;
-    for (let seed = 1; seed <= MAX_SEEDS && found === null; seed++) {
-      const result = await simulate({ ...options, seed, testOnlyRenewalBug: 'WithoutCountdown' });
-      if (result.violation !== null) found = { seed, property: result.violation.property };
-    }
-    expect(found, `the broken renewal was not detected in ${MAX_SEEDS} seeds`).not.toBeNull();
-    if (found === null) return;
-    console.log(`renewal without countdown: found by seed ${found.seed}, property ${found.property}`);
-    expect(found.property).toBe('LeaseExclusion');
-    const control = await simulate({ ...options, seed: found.seed });
-    expect(control.violation, `seed ${found.seed} also fails with the correct renewal`).toBeNull();
-  }, 300_000);
+  const cases: readonly { readonly name: string; readonly what: string; readonly bug: Partial<SimulationOptions> }[] = [
+    { name: 'lessor expiring early', what: 'a lessor that counts only half of each TTL', bug: { testOnlyLessorExpiresEarly: true } },
+    { name: 'renewal without countdown', what: "a leader-local renewal answered without restarting the leader's countdown", bug: { testOnlyRenewalBug: 'WithoutCountdown' } },
+  ];
+  for (const { name, what, bug } of cases) {
+    it(`finds ${what} within ${MAX_SEEDS} seeds`, async () => {
+      const options: Omit<SimulationOptions, 'seed'> = { nodeCount: 5, workload: 'lock', faultPhaseMs: 5_000 };
+      let found: { seed: number; property: string } | null = null;
+      for (let seed = 1; seed <= MAX_SEEDS && found === null; seed++) {
+        const result = await simulate({ ...options, ...bug, seed });
+        if (result.violation !== null) found = { seed, property: result.violation.property };
+      }
+      expect(found, `${what} was not detected in ${MAX_SEEDS} seeds`).not.toBeNull();
+      if (found === null) return;
+      console.log(`${name}: found by seed ${found.seed}, property ${found.property}`);
+      expect(found.property).toBe('LeaseExclusion');
+      const control = await simulate({ ...options, seed: found.seed });
+      expect(control.violation, `seed ${found.seed} also fails without the bug`).toBeNull();
+    }, 300_000);
+  }
 });
 
 describe('the maintenance checkers catch a deliberately broken orchestrator', () => {
