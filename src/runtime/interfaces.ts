@@ -35,6 +35,15 @@ export interface Transport {
   listen(handler: MessageHandler): void;
   /** Queues a message for `message.to`. Never blocks and never calls a handler synchronously. */
   send(message: Message): void;
+  /**
+   * Optional: writes what `send` queued now instead of at the transport's own moment. The runtime
+   * calls it where a message is on the critical path of a write (entries to replicate before the
+   * leader's own disk write, an acknowledgement after a persist), so that a transport that batches
+   * (the TCP transport writes at the next turn of the event loop) can hold back everything else —
+   * such as commit notifications — until answers to clients have gone out. Never calls a handler
+   * synchronously. A transport that sends at once does not need it.
+   */
+  flush?(): void;
   /** Stops sending and receiving. */
   close(): Promise<void>;
 }

@@ -663,6 +663,7 @@ export class RaftNode<Result = unknown> {
    * persist therefore costs no promise at all.
    */
   private continuePump(): void {
+    const appliedAtStart = this.appliedIndex;
     try {
       while (!this.stopped) {
         // Between two Readies nothing is being applied: the moment to snapshot the state machine.
@@ -675,6 +676,8 @@ export class RaftNode<Result = unknown> {
         if (ready.softState !== null) this.onSoftState(ready.softState.role, ready.softState.leader);
         for (const message of ready.messages) this.options.transport.send(message);
         if (ready.mustPersist) {
+          // Thesis §10.2.1: new entries leave before the leader's own write, which then overlaps them.
+          this.options.transport.flush?.();
           this.pumpDone = this.persistThen(ready);
           return;
         }
@@ -686,6 +689,10 @@ export class RaftNode<Result = unknown> {
     // Cleared in the same synchronous step as the last hasReady() check, so an input arriving
     // afterwards starts a new loop instead of being missed.
     this.pumping = false;
+    // A loop that applied entries leaves its messages (commit notifications) to the transport's own
+    // moment, after the answers to clients that the applies resolved; any other loop's messages
+    // (heartbeats, their answers, votes) go now.
+    if (this.appliedIndex === appliedAtStart) this.options.transport.flush?.();
   }
 
   /** Whether the snapshot policy asks for a snapshot of what is applied now. */
@@ -764,6 +771,8 @@ export class RaftNode<Result = unknown> {
     if (!preludeDone) {
       // Votes and acknowledgements promise durable state: only now may they leave.
       for (const message of ready.messagesAfterPersist) this.options.transport.send(message);
+      // An acknowledgement is on the leader's commit path: it goes before this node applies anything.
+      if (ready.messagesAfterPersist.length > 0) this.options.transport.flush?.();
       for (const outcome of ready.forwardedOutcomes) this.onForwardedOutcome(outcome);
       for (const state of ready.readStates) this.onReadState(state);
       if (ready.snapshot !== null) {

@@ -407,6 +407,16 @@ export class TcpTransport implements Transport {
   }
 
   /**
+   * Writes every peer's queued messages now. Without it, what `send` queued goes out at the next
+   * turn of the event loop (`setImmediate`), in one write per peer: after the answers to clients
+   * that the same turn produced, so a commit notification never delays a client's answer. The
+   * runtime calls it for messages on a write's critical path.
+   */
+  flush(): void {
+    for (const link of this.links.values()) link.flushNow();
+  }
+
+  /**
    * Adds a peer, or changes its address (its connection is then redialed at the new address). Use it
    * when the membership grows. Throws {@link ConfigError} for an invalid id or address.
    */
@@ -955,11 +965,17 @@ class OutboundLink {
   private scheduleFlush(): void {
     if (this.flushScheduled) return;
     this.flushScheduled = true;
-    // Batch the messages of one synchronous burst (a Ready batch) into one corked write.
-    queueMicrotask(() => {
+    // Batch everything one turn of the event loop queued into one corked write, after the turn's
+    // microtasks (answers to clients among them) have run; TcpTransport.flush writes sooner.
+    setImmediate(() => {
       this.flushScheduled = false;
       this.flush();
     });
+  }
+
+  /** Writes the queue now, if the connection is open (see {@link TcpTransport.flush}). */
+  flushNow(): void {
+    if (this.queue.length > 0) this.flush();
   }
 
   private flush(): void {

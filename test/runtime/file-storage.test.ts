@@ -174,6 +174,26 @@ function frameRecord(type: number, payload: Uint8Array): Buffer {
 }
 
 /** Byte offsets at which the records of a segment start, following the length fields. */
+/** Where the records of a segment end: the zeros preallocated after them (if any) excluded. */
+function recordsEnd(bytes: Buffer): number {
+  let offset = 0;
+  // Bounded: each round moves past one record.
+  while (offset + 9 <= bytes.length) {
+    const length = bytes.readUInt32LE(offset + 4);
+    if (length === 0 || offset + 9 + length > bytes.length) break;
+    offset += 9 + length;
+  }
+  return offset;
+}
+
+/**
+ * `files` as they are once every segment's preallocated zeros are cut off, as a rollover does to the
+ * active segment before it creates the next one.
+ */
+function withoutPreallocation(files: Map<string, Buffer>): Map<string, Buffer> {
+  return new Map([...files].map(([name, bytes]) => [name, name.startsWith('wal') ? bytes.subarray(0, recordsEnd(bytes)) : bytes]));
+}
+
 function recordOffsets(bytes: Buffer): number[] {
   const offsets: number[] = [];
   for (let offset = 0; offset < bytes.length; offset += 9 + bytes.readUInt32LE(offset + 4)) offsets.push(offset);
@@ -375,7 +395,8 @@ async function persistAndRecord(directory: string, count: number, options: FileS
   await storage.close();
   const name = join('wal', (await segmentNames(directory)).at(-1) ?? '');
   const files = await captureFiles(directory);
-  return { sizes: captures.map((capture) => capture.get(name)?.length ?? 0), expected, segment: join(directory, name), bytes: files.get(name) ?? Buffer.alloc(0), files };
+  // The active segment holds preallocated zeros while open: an acknowledged write ends where its records do.
+  return { sizes: captures.map((capture) => recordsEnd(capture.get(name) ?? Buffer.alloc(0))), expected, segment: join(directory, name), bytes: files.get(name) ?? Buffer.alloc(0), files };
 }
 
 describe('FileStorage: crash at every write point', () => {
@@ -448,7 +469,7 @@ describe('FileStorage: crash at every write point', () => {
     }
   });
 
-  it('truncates trailing zeros (a preallocated or partly flushed tail) and logs it', async () => {
+  it('truncates trailing zeros (a preallocated or partly flushed tail) and logs it at info level', async () => {
     const directory = await tempDirectory();
     const { expected, segment, bytes } = await persistAndRecord(directory, 3);
     await restoreFiles(directory, new Map([[join('wal', '00000000000000000001.seg'), Buffer.concat([bytes, Buffer.alloc(4096)])]]));
@@ -456,7 +477,7 @@ describe('FileStorage: crash at every write point', () => {
     let storage = await openStorage(directory, { logger });
     expect(normalize(await storage.load())).toEqual(expected[3]);
     await flushLogs();
-    expect(records).toContainEqual(expect.objectContaining({ level: 40, file: segment, offset: bytes.length, droppedBytes: 4096, trailingZeros: true }));
+    expect(records).toContainEqual(expect.objectContaining({ level: 30, file: segment, offset: bytes.length, droppedBytes: 4096, trailingZeros: true }));
     // Appending after the repair continues the log where it was cut.
     await storage.persist(batch({ entries: entries(4, 4, 9) }));
     storage = await reopen(storage);
@@ -563,6 +584,102 @@ describe('FileStorage: crash at every write point', () => {
   });
 });
 
+describe('FileStorage: preallocated write-ahead log', () => {
+  const MiB = 1024 * 1024;
+
+  it('writes records into zeros written ahead of them, and leaves only records after a clean close', async () => {
+    const directory = await tempDirectory();
+    let storage = await openStorage(directory);
+    await storage.load();
+    for (let index = 1; index <= 5; index++) await storage.persist(batch({ hardState: hardState(1, index - 1), entries: [entry(index, 1)] }));
+    const name = join('wal', (await segmentNames(directory))[0] ?? '');
+    const open = (await captureFiles(directory)).get(name) ?? Buffer.alloc(0);
+    // One preallocation step, of which the records use the start.
+    expect(open.length).toBe(MiB);
+    const end = recordsEnd(open);
+    expect(recordOffsets(open.subarray(0, end))).toHaveLength(6);
+    expect(open.subarray(end).every((byte) => byte === 0)).toBe(true);
+    storage = await reopen(storage);
+    expect((await stat(join(directory, name))).size).toBe(end);
+    expect((await storage.load()).entries.map((item) => item.index)).toEqual([1, 2, 3, 4, 5]);
+  });
+
+  it('after a crash keeps every acknowledged write, cuts the zeros (logged at info) and appends where the records end', async () => {
+    const directory = await tempDirectory();
+    const model = new MemoryStorage();
+    const storage = await openStorage(directory);
+    await storage.load();
+    for (let index = 1; index <= 4; index++) {
+      const next = batch({ hardState: hardState(2, index - 1), entries: [entry(index, 2)] });
+      await storage.persist(next);
+      await model.persist(next);
+    }
+    // A power loss now: the files as the disk holds them, preallocated zeros included.
+    const crashed = await captureFiles(directory);
+    await storage.close();
+    await restoreFiles(directory, crashed);
+    const name = join('wal', (await segmentNames(directory))[0] ?? '');
+    const end = recordsEnd(crashed.get(name) ?? Buffer.alloc(0));
+    const { logger, records } = capturingLogger();
+    let reopened = await openStorage(directory, { logger });
+    expect(normalize(await reopened.load())).toEqual(normalize(model.contents()));
+    await flushLogs();
+    expect(records).toContainEqual(expect.objectContaining({ level: 30, offset: end, droppedBytes: MiB - end, trailingZeros: true }));
+    expect(records.filter((record) => record.level === 40)).toEqual([]);
+    const next = batch({ hardState: hardState(2, 4), entries: [entry(5, 2)] });
+    await reopened.persist(next);
+    await model.persist(next);
+    reopened = await reopen(reopened);
+    expect(normalize(await reopened.load())).toEqual(normalize(model.contents()));
+  });
+
+  it('grows the active segment step by step, and cuts its zeros before a rollover makes it an older segment', async () => {
+    const directory = await tempDirectory();
+    const model = new MemoryStorage();
+    const options = { segmentSizeBytes: 3 * MiB };
+    let storage = await openStorage(directory, options);
+    await storage.load();
+    // About 7 MiB of 20 KiB batches: several preallocation steps per segment, and rollovers.
+    for (let index = 1; index <= 350; index++) {
+      const next = batch({ hardState: hardState(1, index - 1), entries: [entry(index, 1, 'p'.repeat(20 * 1024))] });
+      await storage.persist(next);
+      await model.persist(next);
+    }
+    const names = await segmentNames(directory);
+    expect(names.length).toBeGreaterThanOrEqual(3);
+    const files = await captureFiles(directory);
+    for (const [position, segment] of names.entries()) {
+      const bytes = files.get(join('wal', segment)) ?? Buffer.alloc(0);
+      const end = recordsEnd(bytes);
+      if (position < names.length - 1) expect(bytes.length, `older segment ${segment}`).toBe(end);
+      else expect(bytes.length).toBeGreaterThan(end);
+      expect(bytes.length).toBeLessThanOrEqual(options.segmentSizeBytes);
+    }
+    // A crash with the active segment preallocated loses nothing acknowledged.
+    await storage.close();
+    await restoreFiles(directory, files);
+    storage = await openStorage(directory, options);
+    expect(normalize(await storage.load())).toEqual(normalize(model.contents()));
+  });
+
+  it('writes a record of a preallocation step or more past the end, and recovers it', async () => {
+    const directory = await tempDirectory();
+    const model = new MemoryStorage();
+    let storage = await openStorage(directory);
+    await storage.load();
+    for (const [index, size] of [[1, 100], [2, 3 * MiB], [3, 100], [4, MiB]] as const) {
+      const next = batch({ hardState: hardState(1, index - 1), entries: [entry(index, 1, 'b'.repeat(size))] });
+      await storage.persist(next);
+      await model.persist(next);
+    }
+    const crashed = await captureFiles(directory);
+    await storage.close();
+    await restoreFiles(directory, crashed);
+    storage = await openStorage(directory);
+    expect(normalize(await storage.load())).toEqual(normalize(model.contents()));
+  });
+});
+
 describe('FileStorage: snapshot crash points', () => {
   /** A log of 30 entries in several segments: the state before the snapshot is saved. */
   async function prepare(directory: string, model: MemoryStorage): Promise<FileStorage> {
@@ -620,7 +737,8 @@ describe('FileStorage: snapshot crash points', () => {
     const directory = await tempDirectory();
     const model = new MemoryStorage();
     const storage = await prepare(directory, model);
-    const before = await captureFiles(directory);
+    // The install's rollover first cuts the preallocated zeros off the old active segment.
+    const before = withoutPreallocation(await captureFiles(directory));
     const expectedBefore = normalize(model.contents());
     const install = batch({ snapshot: snapshot(40, 3), hardState: hardState(3, 40, 'n2'), entries: entries(41, 42, 3) });
     await storage.persist(install);

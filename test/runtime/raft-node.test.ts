@@ -207,6 +207,92 @@ describe('RaftNode', () => {
   });
 });
 
+describe('RaftNode message timing', () => {
+  it('flushes new entries before the leader\'s own write and acknowledgements before applying, and leaves commit notifications until after the apply', async () => {
+    const ids = ['n1', 'n2', 'n3'];
+    const clock = new ManualClock();
+    const network = new MemoryNetwork({ encode: true });
+    const events: string[] = [];
+    const nodes: RaftNode<string>[] = [];
+    for (const id of ids) {
+      const inner = network.connect(nodeId(id));
+      const storage = new MemoryStorage();
+      nodes.push(
+        await RaftNode.start<string>({
+          id,
+          voters: ids,
+          clock,
+          seed: ids.indexOf(id) + 1,
+          transport: {
+            listen: (handler) => {
+              inner.listen((message) => {
+                events.push(`${id} recv ${message.type}`);
+                handler(message);
+              });
+            },
+            send: (message) => {
+              events.push(`${id} send ${message.type}${message.type === 'AppendRequest' && message.entries.length > 0 ? ' with entries' : ''}`);
+              inner.send(message);
+            },
+            flush: () => events.push(`${id} flush`),
+            close: () => inner.close(),
+          },
+          storage: {
+            load: () => storage.load(),
+            persist: (batch) => {
+              events.push(`${id} persist`);
+              return storage.persist(batch);
+            },
+            saveSnapshot: (snapshot, compactIndex) => storage.saveSnapshot(snapshot, compactIndex),
+            close: () => storage.close(),
+          },
+          stateMachine: {
+            apply: (command) => {
+              const value = new TextDecoder().decode(command);
+              events.push(`${id} apply ${value}`);
+              return value;
+            },
+          },
+        }),
+      );
+    }
+    try {
+      let leader: RaftNode<string> | undefined;
+      for (let waited = 0; leader === undefined && waited < 10_000; waited += 100) {
+        await clock.advance(100);
+        leader = nodes.find((node) => node.status().role === 'Leader');
+      }
+      if (leader === undefined) throw new Error('no leader');
+      const leaderId = leader.id;
+      const followerIds = ids.filter((id) => id !== leaderId);
+      await clock.advance(200);
+      events.length = 0;
+      const proposed = leader.propose(text('x'));
+      for (let waited = 0; waited < 1_000 && !events.includes(`${leaderId} apply x`); waited += 10) await clock.advance(10);
+      await proposed;
+      for (const id of followerIds) for (let waited = 0; waited < 1_000 && !events.includes(`${id} apply x`); waited += 10) await clock.advance(10);
+      const of = (id: string): string[] => events.filter((event) => event.startsWith(`${id} `)).map((event) => event.slice(id.length + 1));
+      // Leader: both followers' entries, then a flush, then its own write (thesis §10.2.1).
+      expect(of(leaderId).slice(0, 4)).toEqual(['send AppendRequest with entries', 'send AppendRequest with entries', 'flush', 'persist']);
+      // Followers: the write, the acknowledgement, a flush — before anything is applied.
+      for (const id of followerIds) {
+        const followerEvents = of(id);
+        const persisted = followerEvents.indexOf('persist');
+        expect(followerEvents.slice(persisted, persisted + 3)).toEqual(['persist', 'send AppendResponse', 'flush']);
+        expect(followerEvents.indexOf('apply x')).toBeGreaterThan(persisted + 2);
+      }
+      // Leader: the commit notifications of the Ready that applies x, and no flush behind the apply
+      // (until the next input starts another loop).
+      const leaderEvents = of(leaderId);
+      const applied = leaderEvents.indexOf('apply x');
+      expect(leaderEvents.slice(applied - 2, applied)).toEqual(['send AppendRequest', 'send AppendRequest']);
+      expect(leaderEvents[applied + 1]).not.toBe('flush');
+    } finally {
+      for (const node of nodes) await node.stop({ transferLeadership: false });
+    }
+  });
+});
+
 describe('RaftNode.readIndex', () => {
   it('on the leader and on a follower, resolves only after the node applied every write that completed before it', async () => {
     cluster = await startRuntimeCluster(['n1', 'n2', 'n3']);

@@ -255,6 +255,29 @@ describe('TcpTransport delivery', () => {
     }
   });
 
+  it('writes what send() queued at the next turn of the event loop, after the microtasks, or at once on flush()', async () => {
+    const mesh = await startMesh(['n1', 'n2']);
+    const sender = endpointOf(mesh, 'n1');
+    const receiver = endpointOf(mesh, 'n2');
+    await expectDelivery(sender, receiver, 1);
+    const written = (): number => sender.transport.stats().framesOut;
+    const before = written();
+    sender.transport.send(heartbeat('n1', 'n2', 2));
+    sender.transport.send(heartbeat('n1', 'n2', 3));
+    // Microtasks (a client's answer resolving) run before the write.
+    for (let turn = 0; turn < 20; turn++) await Promise.resolve();
+    expect(written()).toBe(before);
+    await new Promise<void>((resolve) => setImmediate(resolve));
+    expect(written()).toBe(before + 2);
+    sender.transport.send(heartbeat('n1', 'n2', 4));
+    sender.transport.flush();
+    expect(written()).toBe(before + 3);
+    await waitFor('heartbeats 2..4', () => [2, 3, 4].every((context) => receiver.inbox.some((message) => message.type === 'Heartbeat' && message.context === context)));
+    // A flush with nothing queued writes nothing.
+    sender.transport.flush();
+    expect(written()).toBe(before + 3);
+  });
+
   it('drops the oldest messages beyond maxQueuedMessagesPerPeer while the peer is down, and delivers the rest once it is up', async () => {
     // Learn a free port, then free it: n2 is "down" at that address.
     const probe = await startEndpoint('n2');
