@@ -224,6 +224,11 @@ export class Simulation {
   private readonly leaseNodes: (LeaseNode | null)[];
   /** Every process pause so far (the lock checker excuses holders paused beyond their margin). */
   private readonly pauses: { readonly node: number; readonly fromNs: number; readonly untilNs: number }[] = [];
+  /**
+   * Snapshot transfers per node, in true time: from the first chunk delivered to the node until it
+   * restores a snapshot (or crashes); `untilNs` null while still open.
+   */
+  private readonly snapshotTransfers: { readonly node: number; readonly fromNs: number; untilNs: number | null }[] = [];
   private readonly nodeCount: number;
   private readonly faults: FaultConfig;
   private readonly maxDriftPpm: number;
@@ -401,6 +406,7 @@ export class Simulation {
           exclusionPromised,
           marginMs: LOCK_MARGIN_MS,
           pausedMsDuring: (node, fromNs, toNs) => this.pausedMsDuring(node, fromNs, toNs),
+          snapshotTransferDuring: (fromNs, toNs, minMs) => this.snapshotTransferDuring(fromNs, toNs, minMs),
           healthyFromNs: this.livenessAtNs === null || this.caughtUpAtNs === null ? null : Math.max(this.livenessAtNs, this.caughtUpAtNs),
           caughtUp: this.caughtUpAtNs !== null,
           endNs: world.nowNs,
@@ -534,6 +540,7 @@ export class Simulation {
         return;
       }
       case 'deliver':
+        if (event.message.type === 'InstallSnapshot') this.noteSnapshotChunk(event.node);
         // As World.deliver decides: the link must be up and the target running.
         this.timeline?.delivered(world.nowNs, event.message, !world.cutLinks.has(event.from * 1000 + event.node) && world.node(event.node).alive && world.node(event.node).handler !== null);
         world.deliver(event);
@@ -678,6 +685,7 @@ export class Simulation {
       observed.restore = (data, metadata) => {
         this.world.record(() => `restore ${nodeId} snapshot=${metadata.index}`);
         this.checker.onRestore(nodeId, incarnation, metadata.index);
+        this.endSnapshotTransfer(this.world.nodes.findIndex((node) => node.id === nodeId));
         return restore(data, metadata);
       };
     }
@@ -698,6 +706,7 @@ export class Simulation {
     slot.alive = false;
     slot.incarnation++;
     slot.handler = null;
+    this.endSnapshotTransfer(index);
     for (const timer of slot.timers) timer.done = true;
     slot.timers.clear();
     slot.pausedUntilNs = 0;
@@ -783,6 +792,26 @@ export class Simulation {
     const targetId = this.world.node(target).id;
     this.world.record(() => `transfer ${leader.id} -> ${targetId}`);
     leader.transferLeadership(targetId).catch(() => undefined);
+  }
+
+  private noteSnapshotChunk(index: number): void {
+    const open = this.snapshotTransfers.find((transfer) => transfer.node === index && transfer.untilNs === null);
+    if (open === undefined) this.snapshotTransfers.push({ node: index, fromNs: this.world.nowNs, untilNs: null });
+  }
+
+  private endSnapshotTransfer(index: number): void {
+    for (const transfer of this.snapshotTransfers) if (transfer.node === index && transfer.untilNs === null) transfer.untilNs = this.world.nowNs;
+  }
+
+  /**
+   * Whether some node spent at least `minMs` receiving one snapshot, part of it between true times
+   * `fromNs` and `toNs`.
+   */
+  private snapshotTransferDuring(fromNs: number, toNs: number, minMs: number): boolean {
+    return this.snapshotTransfers.some((transfer) => {
+      const untilNs = transfer.untilNs ?? this.world.nowNs;
+      return transfer.fromNs <= toNs && untilNs >= fromNs && untilNs - transfer.fromNs >= minMs * NS_PER_MS;
+    });
   }
 
   /** Milliseconds node `index`'s process spent paused between true times `fromNs` and `toNs`. */
