@@ -47,7 +47,8 @@
  *   ahead of the records, so a record overwrites space the file already has and its write is
  *   durable without a file-size update: the cost of an `fdatasync`, not an `fsync` with a journal
  *   commit. (Without `O_DSYNC`, as on Windows, each write is followed by `fdatasync`.) A record of
- *   1 MiB or more that does not fit goes past the end and is fully fsynced. When the active segment
+ *   1 MiB or more that does not fit goes past the end instead of over zeros written first (without
+ *   `O_DSYNC` it is then fully fsynced). When the active segment
  *   would exceed `segmentSizeBytes`, its zeros are cut off (truncate, fsync) and a new segment is
  *   started: its header is written and fsynced, and the `wal` directory fsynced, before the batch
  *   goes in. Only the last segment ever ends in zeros; `close()` cuts them too.
@@ -678,22 +679,19 @@ export class FileStorage implements Storage {
   }
 
   /**
-   * Writes a record at the end of the active segment, durably. Inside the preallocated space one
-   * `O_DSYNC` write (or a write and `fdatasync`) is enough; a record that does not fit first extends
-   * the space, or, if it is at least a preallocation step itself, is written past the end and fully
-   * fsynced (the file size changes).
+   * Writes a record at the end of the active segment, durably: one `O_DSYNC` write (or a write and
+   * `fdatasync`). A record that does not fit first extends the preallocated space, unless it is at
+   * least a preallocation step itself: that one is written past the end (without `O_DSYNC`, then
+   * fully fsynced, since the file size changes).
    */
   private async appendRecord(wal: WalState, record: Uint8Array): Promise<void> {
     const endBytes = wal.activeSizeBytes + record.byteLength;
-    if (endBytes > wal.activeAllocatedBytes && record.byteLength >= PREALLOCATION_STEP_BYTES) {
-      await writeFully(wal.active, record, wal.activeSizeBytes);
-      await wal.active.sync();
-      wal.activeAllocatedBytes = endBytes;
-    } else {
-      if (endBytes > wal.activeAllocatedBytes) await this.preallocate(wal, endBytes);
-      await writeFully(wal.active, record, wal.activeSizeBytes);
-      if (SYNC_WRITE_FLAG === undefined) await wal.active.datasync();
-    }
+    if (endBytes > wal.activeAllocatedBytes && record.byteLength < PREALLOCATION_STEP_BYTES) await this.preallocate(wal, endBytes);
+    const growsFile = endBytes > wal.activeAllocatedBytes;
+    await writeFully(wal.active, record, wal.activeSizeBytes);
+    // O_DSYNC made the write durable with the file size it implies.
+    if (SYNC_WRITE_FLAG === undefined) await (growsFile ? wal.active.sync() : wal.active.datasync());
+    wal.activeAllocatedBytes = Math.max(wal.activeAllocatedBytes, endBytes);
     wal.activeSizeBytes = endBytes;
     wal.activeHasBatches = true;
   }
