@@ -256,7 +256,8 @@ export class LeaseNode implements DistributedLock {
 
   async withLock<T>(key: string, options: AcquireOptions & { readonly timeoutMs?: number }, fn: (lease: Lease) => Promise<T>): Promise<T> {
     const lease = await this.acquire(key, options);
-    const stopKeepAlive = lease.keepAlive({ intervalMs: Math.max(1, Math.floor(options.ttlMs / 3)) });
+    // A third of the validity (the TTL less the lease margin and drift bound), which is what runs out.
+    const stopKeepAlive = lease.keepAlive({ intervalMs: Math.max(1, Math.floor(this.validityMs(lease.ttlMs) / 3)) });
     try {
       return await fn(lease);
     } finally {
@@ -545,6 +546,8 @@ class HeldLease implements Lease {
   private readonly controller = new AbortController();
   private expiryTimer: Timer | null = null;
   private released = false;
+  /** Renewals sent and not answered yet (settled, never rejecting); release() waits for them. */
+  private readonly renewalsInFlight = new Set<Promise<void>>();
 
   constructor(
     private readonly node: LeaseNode,
@@ -568,7 +571,18 @@ class HeldLease implements Lease {
     return Math.max(0, this.validUntil - this.node.nowMs());
   }
 
-  async renew(): Promise<void> {
+  renew(): Promise<void> {
+    const renewal = this.renewOnce();
+    const settled = renewal.then(
+      () => undefined,
+      () => undefined,
+    );
+    this.renewalsInFlight.add(settled);
+    void settled.then(() => this.renewalsInFlight.delete(settled));
+    return renewal;
+  }
+
+  private async renewOnce(): Promise<void> {
     if (this.controller.signal.aborted) throw new RaftLeaseError('LeaseLost', `the lease on '${this.key}' already ended`);
     const sentAtMs = this.node.nowMs();
     const local = await this.node.renewOnLeader(this.key, this.owner, this.fencingToken, this.ttlMs);
@@ -598,6 +612,10 @@ class HeldLease implements Lease {
     this.released = true;
     this.expiryTimer?.cancel();
     if (!this.controller.signal.aborted) this.controller.abort(new RaftLeaseError('LeaseLost', `the lease on '${this.key}' was released`));
+    // A renewal still in flight may yet be applied, and count a renewal this object does not know of:
+    // the release would then be refused as naming an older lease, and the key stay held for a TTL.
+    // Its answer updates the count; each renewal is bounded by the request timeout.
+    await Promise.all([...this.renewalsInFlight]);
     // Names the renewal count this object knows, so it never ends a newer re-acquire by the same owner.
     const result = await this.node.submit(
       { type: 'Release', key: this.key, owner: this.owner, fencingToken: this.fencingToken, requestId: this.node.requestId(), renewals: this.renewals },

@@ -181,6 +181,8 @@ export class MaintenanceOrchestrator {
   /** Schedules competing for an occurrence or running its job here (bounded by `maxConcurrentJobs`). */
   private busySlots = 0;
   private unregisterRaftMetrics: (() => void) | null = null;
+  /** Competitions under way (settled when they have run their job or given the lock back). */
+  private readonly competitions = new Set<Promise<boolean>>();
   private readonly bug: OrchestratorBug | null;
 
   constructor(options: OrchestratorOptions) {
@@ -231,8 +233,8 @@ export class MaintenanceOrchestrator {
 
   /**
    * Stops: no new occurrences; running jobs are aborted (their signal fires) and their leases released
-   * so another node can resume them. Waits up to `stopTimeoutMs` for the jobs to return. Does not stop
-   * the lease node.
+   * so another node can resume them; a competition under way gives its lock back instead of starting
+   * the job. Waits up to `stopTimeoutMs` for both. Does not stop the lease node.
    */
   async stop(): Promise<void> {
     if (this.stopped) return;
@@ -241,9 +243,12 @@ export class MaintenanceOrchestrator {
     this.unregisterRaftMetrics?.();
     const running = [...this.schedules.values()].flatMap((state) => (state.running === null ? [] : [state.running]));
     for (const job of running) job.controller.abort(new RaftLeaseError('Stopped', 'the maintenance orchestrator is stopping'));
+    // A competition under way checks `stopped` after each of its waits and gives the lock back
+    // instead of starting the job; wait for that too, so no job starts after stop() returns.
+    const competing = [...this.competitions];
     let timer: Timer | null = null;
     await Promise.race([
-      Promise.all(running.map((job) => job.done)),
+      Promise.all([...running.map((job) => job.done), ...competing]),
       new Promise<void>((resolve) => {
         timer = this.clock.setTimer(this.stopTimeoutMs, () => {
           this.logger.warn({ jobs: running.length }, `jobs did not stop within ${this.stopTimeoutMs} ms of their abort signal`);
@@ -339,18 +344,19 @@ export class MaintenanceOrchestrator {
     }
     state.busy = true;
     this.busySlots++;
-    void this.compete(state, open)
-      .catch((error: unknown) => {
-        // A broken invariant surfaces here; it must not stop the other schedules.
-        this.logger.error({ scheduleId: schedule.id, occurrenceMs: open, err: error }, `schedule ${schedule.id}: unexpected failure`);
-        return false;
-      })
-      .then((ran) => {
-        state.busy = false;
-        this.busySlots--;
-        // After a run the next occurrence may be due at once; after a failed try, wait for the next poll.
-        this.wake(ran ? 0 : this.pollIntervalMs);
-      });
+    const competition = this.compete(state, open).catch((error: unknown) => {
+      // A broken invariant surfaces here; it must not stop the other schedules.
+      this.logger.error({ scheduleId: schedule.id, occurrenceMs: open, err: error }, `schedule ${schedule.id}: unexpected failure`);
+      return false;
+    });
+    this.competitions.add(competition);
+    void competition.then((ran) => {
+      this.competitions.delete(competition);
+      state.busy = false;
+      this.busySlots--;
+      // After a run the next occurrence may be due at once; after a failed try, wait for the next poll.
+      this.wake(ran ? 0 : this.pollIntervalMs);
+    });
     return null;
   }
 
@@ -398,13 +404,19 @@ export class MaintenanceOrchestrator {
       this.logger.debug({ scheduleId: schedule.id, occurrenceMs, err: error }, `schedule ${schedule.id}: not caught up with the cluster; will retry`);
       return false;
     }
+    if (this.isStopped()) return false;
     if (occurrenceMs <= (this.node.table.maintenanceRecord(schedule.id)?.settledThroughMs ?? -1)) return false;
     const startedMs = this.clock.nowMs();
     let acquired;
     try {
       acquired = await this.node.tryAcquire(schedule.id, { ttlMs: schedule.lockTtlMs });
     } catch (error) {
-      this.logger.debug({ scheduleId: schedule.id, occurrenceMs, err: error }, `schedule ${schedule.id}: could not reach the lock; will retry`);
+      if (error instanceof RaftLeaseError && error.code === 'InvalidArgument') {
+        // Not transient: retrying cannot help, so say so where an operator looks.
+        this.logger.warn({ scheduleId: schedule.id, occurrenceMs, err: error }, `schedule ${schedule.id}: the lock refused the request: ${error.message}`);
+      } else {
+        this.logger.debug({ scheduleId: schedule.id, occurrenceMs, err: error }, `schedule ${schedule.id}: could not reach the lock; will retry`);
+      }
       return false;
     }
     this.metrics?.lockAcquireDuration.observe({ node: this.nodeId, schedule: schedule.id, acquired: String(acquired.acquired) }, (this.clock.nowMs() - startedMs) / 1_000);
@@ -420,6 +432,10 @@ export class MaintenanceOrchestrator {
     }
     state.lastTried = { occurrenceMs, lostTo: null };
     const lease = acquired.lease;
+    if (this.isStopped()) {
+      await this.release(lease);
+      return false;
+    }
     let begun;
     try {
       begun = await this.node.submit({ type: 'BeginOccurrence', key: schedule.id, occurrenceMs, owner: lease.owner, fencingToken: lease.fencingToken }, undefined);
@@ -448,6 +464,13 @@ export class MaintenanceOrchestrator {
       await this.release(lease);
       return false;
     }
+    if (this.isStopped()) {
+      // Begun but not run: the occurrence stays open for another node to run (as after a crash).
+      await this.release(lease);
+      return false;
+    }
+    // No await between this check and run() setting `state.running`: stop() either came first (above)
+    // or sees the job and aborts it.
     await this.run(state, occurrenceMs, lease, begun.run);
     return true;
   }
@@ -466,7 +489,9 @@ export class MaintenanceOrchestrator {
     };
     lease.signal.addEventListener('abort', onLeaseLost, { once: true });
     if (lease.signal.aborted) onLeaseLost();
-    const stopKeepAlive = lease.keepAlive({ intervalMs: Math.max(1, Math.floor(schedule.lockTtlMs / 3)) });
+    // A third of the validity, not of the TTL: the validity is what runs out (the TTL less the lease
+    // margin and the drift bound), and two renewals may fail before it does.
+    const stopKeepAlive = lease.keepAlive({ intervalMs: Math.max(1, Math.floor(this.node.validityMs(schedule.lockTtlMs) / 3)) });
     const logger = this.logger.child({ scheduleId: schedule.id, occurrence: iso(occurrenceMs), fencingToken: lease.fencingToken });
     let lastCheckpoint: unknown = undefined;
     if (run.checkpoint !== null && this.bug !== 'ForgetCheckpoint') {
@@ -504,22 +529,27 @@ export class MaintenanceOrchestrator {
     logger.info({ attempt: run.attempts, resumed: run.attempts > 1 }, run.attempts > 1 ? `schedule ${schedule.id} resuming occurrence` : `schedule ${schedule.id} running occurrence`);
     let result: RunResult;
     try {
-      let jobError: unknown = null;
+      // A job may reject with any value, null and undefined included: whether it failed is a flag.
+      let failed = false;
+      let jobError: unknown = undefined;
       try {
         await state.job(context);
       } catch (error) {
+        failed = true;
         jobError = error;
       }
       await checkpointChain;
-      if (jobError !== null && controller.signal.aborted) {
+      if (failed && controller.signal.aborted) {
         // Interrupted (lease lost, or stopping): not settled, so another node resumes it.
         result = 'aborted';
       } else {
-        const finished = await this.finish(schedule.id, occurrenceMs, lease, jobError);
-        result = finished ? (jobError === null ? 'ok' : 'error') : 'aborted';
-        if (jobError !== null) logger.warn({ err: jobError }, `schedule ${schedule.id} job failed`);
+        const finished = await this.finish(schedule.id, occurrenceMs, lease, failed ? { error: jobError } : null);
+        result = finished ? (failed ? 'error' : 'ok') : 'aborted';
+        if (failed) logger.warn({ err: jobError }, `schedule ${schedule.id} job failed`);
       }
-      if (lease.signal.aborted && !this.isStopped() && result === 'aborted') this.metrics?.leasesLost.inc({ node: this.nodeId, schedule: schedule.id });
+      // Lost: the lease ran out, or a refused checkpoint or finish showed another runner took over.
+      const lost = lease.signal.aborted || (controller.signal.aborted && isLeaseLost(controller.signal.reason));
+      if (result === 'aborted' && lost && !this.isStopped()) this.metrics?.leasesLost.inc({ node: this.nodeId, schedule: schedule.id });
     } finally {
       stopKeepAlive();
       lease.signal.removeEventListener('abort', onLeaseLost);
@@ -555,15 +585,15 @@ export class MaintenanceOrchestrator {
   }
 
   /** Records the finish; true when this run's outcome is the recorded one. */
-  private async finish(key: string, occurrenceMs: number, lease: Lease, jobError: unknown): Promise<boolean> {
-    const error = jobError === null ? null : errorText(jobError);
+  private async finish(key: string, occurrenceMs: number, lease: Lease, failure: { readonly error: unknown } | null): Promise<boolean> {
+    const error = failure === null ? null : errorText(failure.error);
     const command: LeaseTableCommand = {
       type: 'FinishOccurrence',
       key,
       occurrenceMs,
       owner: lease.owner,
       fencingToken: lease.fencingToken,
-      result: jobError === null ? 'ok' : 'error',
+      result: failure === null ? 'ok' : 'error',
       error,
     };
     // Bounded; a finish applied twice answers as a duplicate, so retrying an unknown outcome is safe.
@@ -608,6 +638,10 @@ export class MaintenanceOrchestrator {
 function positiveInteger(field: string, value: number, max: number): number {
   if (!Number.isSafeInteger(value) || value < 1 || value > max) throw new ConfigError(field, `must be an integer in [1, ${max}], got ${value}`);
   return value;
+}
+
+function isLeaseLost(reason: unknown): boolean {
+  return reason instanceof RaftLeaseError && reason.code === 'LeaseLost';
 }
 
 function iso(epochMs: number): string {

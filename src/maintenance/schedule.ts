@@ -10,7 +10,7 @@
  */
 import { Cron } from 'croner';
 import { ConfigError } from '../raft/index.js';
-import { invalidLeaseKey } from '../lease/state-machine.js';
+import { MAX_LEASE_TTL_MS, invalidLeaseKey } from '../lease/state-machine.js';
 
 /** Default safety margin added to the estimated task duration for the lock TTL: 30 s. */
 export const DEFAULT_SAFETY_MARGIN_MS = 30_000;
@@ -114,6 +114,9 @@ export function resolveSchedule(options: ScheduleOptions): Schedule {
       'lockTtlMs',
       `lock TTL ${lockTtlMs} ms is shorter than the estimated duration ${estimatedDurationMs} ms plus the safety margin ${safetyMarginMs} ms (${estimatedDurationMs + safetyMarginMs} ms); raise lockTtlMs (or windowMs, its default)`,
     );
+  }
+  if (lockTtlMs > MAX_LEASE_TTL_MS) {
+    fail('lockTtlMs', `lock TTL ${lockTtlMs} ms is longer than the longest lease (${MAX_LEASE_TTL_MS} ms, one day); lower lockTtlMs (it defaults to windowMs)`);
   }
   if (intervalMs !== null && windowMs > intervalMs) fail('windowMs', `window ${windowMs} ms is longer than the interval ${intervalMs} ms: occurrences would overlap`);
   if (jitterMs >= windowMs) fail('jitterMs', `jitter ${jitterMs} ms must be shorter than the window ${windowMs} ms`);

@@ -152,12 +152,15 @@ describe('CI sweep', () => {
     // Seeds 761 and 973 (5 nodes) compact at every entry and send 64-byte snapshot chunks: a follower
     // that lags takes seconds to catch up, cannot apply the lock acquisition it proposed meanwhile,
     // and the lock it unknowingly holds outlasts an occurrence's window, which is recorded missed.
+    let missed = 0;
     for (const seed of [761, 973]) {
       const result = await simulate({ seed, nodeCount: 5, workload: 'maintenance' });
       expect(result.ok, `seed ${seed}: ${result.violation?.message ?? ''}`).toBe(true);
-      expect(result.maintenanceStats?.missed).toBeGreaterThan(0);
       expect(result.maintenanceStats?.livenessExcused).toBeGreaterThan(0);
+      missed += result.maintenanceStats?.missed ?? 0;
     }
+    // Since renewals follow the validity, seed 761's lagging holder no longer outlasts a window.
+    expect(missed).toBeGreaterThan(0);
     // A seed without snapshots excuses nothing, and still checks its occurrences.
     const plain = await simulate({ seed: 3, nodeCount: 5, workload: 'maintenance', snapshots: false });
     expect(plain.maintenanceStats?.livenessExcused).toBe(0);
