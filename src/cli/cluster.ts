@@ -7,7 +7,7 @@
  * @module
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { createWriteStream, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { createWriteStream, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -58,7 +58,7 @@ export function resolveClusterConfig(argv: readonly string[]): ClusterConfig {
   }
   const integer = (flag: string, text: string | undefined, fallback: number, min: number, max: number): number => {
     if (text === undefined) return fallback;
-    const value = Number(text);
+    const value = /^[0-9]{1,6}$/.test(text) ? Number(text) : Number.NaN;
     if (!Number.isInteger(value) || value < min || value > max) throw new UsageError(`--${flag} must be an integer in [${min}, ${max}], got '${text}'`);
     return value;
   };
@@ -139,27 +139,48 @@ export async function runCluster(config: ClusterConfig, print: (line: string) =>
         String(config.tickMs),
         '--demo-schedules',
       ],
-      { stdio: ['ignore', 'pipe', 'pipe'] },
+      // The narrator's status requests carry no token: a token inherited from this shell would lock
+      // it out of its own cluster.
+      { stdio: ['ignore', 'pipe', 'pipe'], env: withoutBearerToken(process.env) },
     );
-    child.stdout.pipe(log);
-    child.stderr.pipe(log);
+    // Both streams into one file: it ends once the child's stdio has closed, and the check at the end
+    // reads it only then.
+    child.stdout.pipe(log, { end: false });
+    child.stderr.pipe(log, { end: false });
+    logsWritten.push(
+      new Promise<void>((resolve) => {
+        log.once('finish', resolve);
+        log.once('error', () => {
+          resolve();
+        });
+      }),
+    );
+    child.once('close', () => {
+      log.end();
+    });
     child.once('exit', (code, signal) => {
       if (member.process === child) member.process = null;
-      if (signal !== 'SIGKILL' && signal !== 'SIGTERM' && code !== 0) say(`${member.id} exited with ${signal ?? `code ${String(code)}`}; see ${join(dataDir, `${member.id}.log`)}`);
+      if (signal !== 'SIGKILL' && signal !== 'SIGTERM' && code !== 0) {
+        failures.push(`${member.id} exited with ${signal ?? `code ${String(code)}`}`);
+        say(`${member.id} exited with ${signal ?? `code ${String(code)}`}; see ${join(dataDir, `${member.id}.log`)}`);
+      }
     });
     member.process = child;
   };
 
+  const failures: string[] = [];
+  const logsWritten: Promise<void>[] = [];
   say(`starting ${config.nodes} nodes on 127.0.0.1 (Raft ports ${members[0]?.raftPort ?? 0}–${members.at(-1)?.raftPort ?? 0}, HTTP ${members[0]?.httpPort ?? 0}–${members.at(-1)?.httpPort ?? 0}); data and logs in ${dataDir}`);
   for (const member of members) start(member);
 
   let leader: string | null = null;
+  let leaderSeen = false;
   let term = 0;
   const holders = new Map<string, string | null>();
   const seenOutcomes = new Set<string>();
-  const runsByOccurrence = new Map<string, number>();
   const running = new Map<string, string>();
   let killed: { member: Member; atMs: number } | null = null;
+  const kills: { readonly node: string; readonly atWallMs: number }[] = [];
   let chaosDone = !config.chaos || config.nodes < 3;
   const signals = { received: false };
   const onSignal = (): void => {
@@ -178,6 +199,7 @@ export async function runCluster(config: ClusterConfig, print: (line: string) =>
       if (leaderId === null) say('no leader');
       else say(`${leaderId} leads (term ${leaderStatus?.term ?? 0}, commit index ${leaderStatus?.commitIndex ?? 0})`);
       leader = leaderId;
+      if (leaderId !== null) leaderSeen = true;
       term = leaderStatus?.term ?? term;
     }
     const viewer = members.find((member, index) => member.process !== null && statuses[index] !== null);
@@ -199,7 +221,6 @@ export async function runCluster(config: ClusterConfig, print: (line: string) =>
         const key = `${id}@${outcome.occurrenceMs}`;
         if (seenOutcomes.has(key)) continue;
         seenOutcomes.add(key);
-        if (outcome.result === 'ok') runsByOccurrence.set(key, (runsByOccurrence.get(key) ?? 0) + 1);
         say(`${id} ${time(outcome.occurrenceMs)} ${outcome.result}${outcome.owner === null ? '' : ` on ${outcome.owner}`}${outcome.attempts > 1 ? ` after ${outcome.attempts} attempts` : ''}`);
       }
     }
@@ -216,6 +237,7 @@ export async function runCluster(config: ClusterConfig, print: (line: string) =>
         victim.process?.kill('SIGKILL');
         victim.process = null;
         killed = { member: victim, atMs: performance.now() };
+        kills.push({ node: victim.id, atWallMs: Date.now() });
       }
     }
     if (killed !== null && performance.now() - killed.atMs > 8_000) {
@@ -229,10 +251,105 @@ export async function runCluster(config: ClusterConfig, print: (line: string) =>
   process.off('SIGTERM', onSignal);
   say('stopping the cluster (SIGTERM; leaders hand over first)');
   await Promise.all(members.map((member) => stopMember(member)));
-  const duplicates = [...runsByOccurrence].filter(([, count]) => count > 1);
-  say(`${seenOutcomes.size} occurrences settled; ${duplicates.length === 0 ? 'none ran twice' : `RAN TWICE: ${duplicates.map(([key]) => key).join(', ')}`}`);
-  if (config.dataDir === null) rmSync(dataDir, { recursive: true, force: true });
-  return duplicates.length === 0 ? 0 : 1;
+  await Promise.race([Promise.all(logsWritten), sleep(5_000)]);
+  // From the nodes' own logs, not the replicated records (which settle an occurrence once by
+  // construction): every job start and end each node reported, with its process's clock.
+  const runs = jobRunsFromLogs(members.map((member) => ({ node: member.id, text: readLog(join(dataDir, `${member.id}.log`)) })), kills);
+  const twice = ranTwice(runs);
+  say(`${seenOutcomes.size} occurrences settled; ${runs.length} job runs in the logs; ${twice.length === 0 ? 'none ran twice' : `RAN TWICE: ${twice.join('; ')}`}`);
+  if (config.durationS >= 10 && !leaderSeen) failures.push('no leader was ever seen');
+  for (const failure of failures) say(`FAILED: ${failure}`);
+  const ok = twice.length === 0 && failures.length === 0;
+  if (config.dataDir === null) {
+    if (ok) rmSync(dataDir, { recursive: true, force: true });
+    else say(`kept ${dataDir} for its logs`);
+  }
+  return ok ? 0 : 1;
+}
+
+function withoutBearerToken(env: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
+  const copy = { ...env };
+  delete copy.RAFTLEASE_BEARER_TOKEN;
+  return copy;
+}
+
+function readLog(path: string): string {
+  try {
+    return readFileSync(path, 'utf8');
+  } catch {
+    return '';
+  }
+}
+
+/** One job run as a node's log tells it: from its start line to its end line (or the node's kill). */
+export interface LoggedRun {
+  readonly node: string;
+  readonly scheduleId: string;
+  readonly occurrence: string;
+  readonly fencingToken: number;
+  readonly startMs: number;
+  readonly endMs: number;
+  readonly result: string | null;
+}
+
+/**
+ * The job runs in the nodes' JSON-lines logs. A run without an end line ends at the first kill of its
+ * node after its start, or at the node's last line.
+ */
+export function jobRunsFromLogs(logs: readonly { readonly node: string; readonly text: string }[], kills: readonly { readonly node: string; readonly atWallMs: number }[]): LoggedRun[] {
+  const runs: LoggedRun[] = [];
+  for (const { node, text } of logs) {
+    const open = new Map<string, { scheduleId: string; occurrence: string; fencingToken: number; startMs: number }>();
+    let lastMs = 0;
+    for (const line of text.split('\n')) {
+      if (!line.startsWith('{')) continue;
+      let record: { time?: unknown; msg?: unknown; scheduleId?: unknown; occurrence?: unknown; fencingToken?: unknown; result?: unknown };
+      try {
+        record = JSON.parse(line) as typeof record;
+      } catch {
+        continue;
+      }
+      if (typeof record.time !== 'number') continue;
+      lastMs = record.time;
+      if (typeof record.msg !== 'string' || typeof record.scheduleId !== 'string' || typeof record.occurrence !== 'string' || typeof record.fencingToken !== 'number') continue;
+      const key = `${record.scheduleId}@${record.occurrence}#${record.fencingToken}`;
+      if (/ (running|resuming) occurrence$/.test(record.msg)) {
+        open.set(key, { scheduleId: record.scheduleId, occurrence: record.occurrence, fencingToken: record.fencingToken, startMs: record.time });
+      } else if (/ occurrence (ok|error|aborted)$/.test(record.msg)) {
+        const started = open.get(key);
+        if (started === undefined) continue;
+        open.delete(key);
+        runs.push({ node, ...started, endMs: record.time, result: typeof record.result === 'string' ? record.result : null });
+      }
+    }
+    for (const started of open.values()) {
+      const kill = kills.find((candidate) => candidate.node === node && candidate.atWallMs >= started.startMs);
+      runs.push({ node, ...started, endMs: kill?.atWallMs ?? lastMs, result: null });
+    }
+  }
+  return runs;
+}
+
+/** Occurrences that finished ok more than once, or ran on two nodes at overlapping times. */
+export function ranTwice(runs: readonly LoggedRun[]): string[] {
+  const problems: string[] = [];
+  const byOccurrence = new Map<string, LoggedRun[]>();
+  for (const run of runs) {
+    const key = `${run.scheduleId} ${run.occurrence}`;
+    byOccurrence.set(key, [...(byOccurrence.get(key) ?? []), run]);
+  }
+  for (const [key, list] of byOccurrence) {
+    const ok = list.filter((run) => run.result === 'ok');
+    if (ok.length > 1) problems.push(`${key} finished ok ${ok.length} times (${ok.map((run) => run.node).join(', ')})`);
+    for (const [index, first] of list.entries()) {
+      for (const second of list.slice(index + 1)) {
+        if (first.node !== second.node && first.startMs < second.endMs && second.startMs < first.endMs) {
+          problems.push(`${key} ran on ${first.node} (token ${first.fencingToken}) and ${second.node} (token ${second.fencingToken}) at once`);
+        }
+      }
+    }
+  }
+  return problems;
 }
 
 async function stopMember(member: Member): Promise<void> {

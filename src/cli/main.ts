@@ -55,11 +55,19 @@ async function main(argv: readonly string[]): Promise<number> {
       return 2;
     }
   }
-  const { values, positionals } = parseArgs({
-    args: [...argv],
-    allowPositionals: true,
-    options: { help: { type: 'boolean', short: 'h' }, 'tick-ms': { type: 'string' } },
-  });
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args: [...argv],
+      allowPositionals: true,
+      options: { help: { type: 'boolean', short: 'h' }, 'tick-ms': { type: 'string' } },
+    });
+  } catch (error) {
+    // An unknown flag or a flag without its value: a usage error like any other (exit 2).
+    process.stderr.write(`raftlease: ${error instanceof Error ? error.message : String(error)}\n\n${USAGE}`);
+    return 2;
+  }
+  const { values, positionals } = parsed;
   const [command] = positionals;
   if (values.help === true || command === undefined) {
     process.stdout.write(USAGE);
@@ -67,7 +75,8 @@ async function main(argv: readonly string[]): Promise<number> {
   }
   switch (command) {
     case 'demo': {
-      const tickIntervalMs = Number(values['tick-ms'] ?? '50');
+      const tickText = values['tick-ms'] ?? '50';
+      const tickIntervalMs = /^[0-9]{1,5}$/.test(tickText) ? Number(tickText) : Number.NaN;
       if (!Number.isInteger(tickIntervalMs) || tickIntervalMs < 1 || tickIntervalMs > 10_000) {
         process.stderr.write(`raftlease: --tick-ms must be an integer between 1 and 10000, got ${values['tick-ms'] ?? ''}\n`);
         return 2;

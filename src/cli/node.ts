@@ -78,7 +78,10 @@ export function parsePeers(text: string): Record<string, Endpoint> {
     if (equals <= 0) throw new UsageError(`--peers entries must be ID=HOST:PORT, got '${item}'`);
     const id = item.slice(0, equals);
     if (peers[id] !== undefined) throw new UsageError(`--peers names ${id} twice`);
-    peers[id] = parseEndpoint('peers', item.slice(equals + 1));
+    const endpoint = parseEndpoint('peers', item.slice(equals + 1));
+    const sharing = Object.entries(peers).find(([, other]) => other.host === endpoint.host && other.port === endpoint.port);
+    if (sharing !== undefined) throw new UsageError(`--peers gives ${sharing[0]} and ${id} the same address ${endpoint.host}:${endpoint.port}`);
+    peers[id] = endpoint;
   }
   if (Object.keys(peers).length === 0) throw new UsageError('--peers must name at least this node');
   return peers;
@@ -170,9 +173,13 @@ export function resolveNodeConfig(argv: readonly string[], env: NodeJS.ProcessEn
   const logLevel = pick('log-level', 'logLevel') ?? 'info';
   if (!(LOG_LEVELS as readonly string[]).includes(logLevel)) throw new UsageError(`--log-level must be one of ${LOG_LEVELS.join(', ')}, got '${logLevel}'`);
   const tickText = pick('tick-ms', 'tickMs') ?? '50';
-  const tickIntervalMs = Number(tickText);
+  const tickIntervalMs = /^[0-9]{1,5}$/.test(tickText) ? Number(tickText) : Number.NaN;
   if (!Number.isInteger(tickIntervalMs) || tickIntervalMs < 1 || tickIntervalMs > 10_000) throw new UsageError(`--tick-ms must be an integer in [1, 10000], got '${tickText}'`);
   const bearerToken = pick('bearer-token', 'bearerToken') ?? env.RAFTLEASE_BEARER_TOKEN ?? null;
+  // An empty token (or one with surrounding spaces, which HTTP trims from headers) could never match.
+  if (bearerToken !== null && (bearerToken.length === 0 || bearerToken.trim() !== bearerToken)) {
+    throw new UsageError('the bearer token (--bearer-token, bearerToken or RAFTLEASE_BEARER_TOKEN) must be non-empty, without leading or trailing spaces; unset it to serve without one');
+  }
   const demoSchedules = values['demo-schedules'] === true || file.demoSchedules === true;
   return { id, clusterId, listen, http, peers, dataDir, tls, logLevel: logLevel as NodeConfig['logLevel'], bearerToken, tickIntervalMs, demoSchedules };
 }
@@ -199,7 +206,23 @@ export function demoSchedules(clock: Clock): MaintenanceScheduleOptions[] {
 export async function runNode(config: NodeConfig): Promise<number> {
   const logger: Logger = pino({ level: config.logLevel, base: { node: config.id } });
   const clock = new SystemClock();
+  // What has started, to stop in reverse order when a later step fails (a port in use, say): the
+  // process must then exit rather than run on as a member without an API.
+  const started: (() => Promise<void>)[] = [];
+  try {
+    return await serveNode(config, logger, clock, started);
+  } finally {
+    for (const stop of started.reverse()) {
+      await stop().catch((error: unknown) => {
+        logger.warn({ err: error }, 'stopping after a failed start');
+      });
+    }
+  }
+}
+
+async function serveNode(config: NodeConfig, logger: Logger, clock: SystemClock, started: (() => Promise<void>)[]): Promise<number> {
   const storage = await FileStorage.open(config.dataDir, { logger });
+  started.push(() => storage.close());
   const transport = await TcpTransport.start({
     clusterId: config.clusterId,
     nodeId: config.id,
@@ -208,6 +231,7 @@ export async function runNode(config: NodeConfig): Promise<number> {
     logger,
     ...(config.tls === null ? {} : { tls: config.tls }),
   });
+  started.push(() => transport.close());
   const node = await LeaseNode.start({
     id: config.id,
     voters: Object.keys(config.peers),
@@ -222,13 +246,21 @@ export async function runNode(config: NodeConfig): Promise<number> {
       process.kill(process.pid, 'SIGTERM');
     },
   });
+  started.push(() => node.stop({ transferLeadership: true }));
   const metrics = new MaintenanceMetrics(defaultRegistry);
   registerTransportMetrics(config.id, () => ({ ...transport.stats() }), defaultRegistry);
   const orchestrator = new MaintenanceOrchestrator({ node, clock, wallClock: new SystemWallClock(), logger, metrics });
   if (config.demoSchedules) for (const schedule of demoSchedules(clock)) orchestrator.register(schedule);
   orchestrator.start();
+  started.push(() => orchestrator.stop());
   const api = new HttpApi({ node, orchestrator, registry: defaultRegistry, bearerToken: config.bearerToken, logger });
-  const address = await api.listen(config.http.host, config.http.port);
+  let address;
+  try {
+    address = await api.listen(config.http.host, config.http.port);
+  } catch (error) {
+    throw new Error(`cannot serve the HTTP API on --http ${config.http.host}:${config.http.port}: ${error instanceof Error ? error.message : String(error)}`, { cause: error });
+  }
+  started.push(() => api.close());
   logger.info({ raft: config.listen, http: `${address.address}:${address.port}`, dataDir: config.dataDir }, 'node started');
   await new Promise<void>((resolve) => {
     const stop = (signal: string): void => {
@@ -238,9 +270,14 @@ export async function runNode(config: NodeConfig): Promise<number> {
     process.once('SIGINT', stop);
     process.once('SIGTERM', stop);
   });
+  // New connections are refused first; requests in progress are answered: those waiting on the log
+  // get 503 Stopped when the node stops, then the remaining connections close (the finally above).
+  api.stopAccepting();
   await orchestrator.stop();
-  await api.close();
   await node.stop({ transferLeadership: true });
+  await new Promise<void>((resolve) => setImmediate(resolve));
+  started.length = 0;
+  await api.close();
   await transport.close();
   await storage.close();
   logger.info('stopped');

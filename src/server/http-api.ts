@@ -12,12 +12,22 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo } from 'node:net';
 import { pino, type Logger } from 'pino';
 import { register as defaultRegistry, type Registry } from 'prom-client';
-import { RaftLeaseError } from '../raft/index.js';
+import { ConfigError, RaftLeaseError } from '../raft/index.js';
 import { invalidLeaseKey, invalidLeaseOwner, invalidLeaseTtl, type LeaseNode } from '../lease/index.js';
 import type { MaintenanceOrchestrator } from '../maintenance/index.js';
 
 /** Largest request body accepted by default: 64 KiB. */
 export const DEFAULT_MAX_BODY_BYTES = 64 * 1024;
+/** Default bound on open client connections; beyond it new connections are closed at once. */
+export const DEFAULT_MAX_CONNECTIONS = 1_024;
+/**
+ * Default bound on requests being handled at once over all connections (pipelined ones included);
+ * beyond it a request gets 503. Well below the Raft layer's 10,000 pending proposals and reads, so
+ * one client cannot use up the budget every other client's writes need.
+ */
+export const DEFAULT_MAX_REQUESTS_IN_FLIGHT = 1_000;
+/** Default: a connection with no traffic for this long is closed, one that never sends a byte too. */
+export const DEFAULT_SOCKET_IDLE_TIMEOUT_MS = 65_000;
 
 /** Options of {@link HttpApi}. */
 export interface HttpApiOptions {
@@ -32,6 +42,15 @@ export interface HttpApiOptions {
   readonly maxBodyBytes?: number;
   /** How long one read of a lock may wait to catch up with the leader. Default 5,000 ms. */
   readonly readTimeoutMs?: number;
+  /** Open client connections at most. Default {@link DEFAULT_MAX_CONNECTIONS}. */
+  readonly maxConnections?: number;
+  /** Requests handled at once at most; beyond, 503. Default {@link DEFAULT_MAX_REQUESTS_IN_FLIGHT}. */
+  readonly maxRequestsInFlight?: number;
+  /**
+   * A connection without traffic for this long is closed (above the 60 s keep-alive timeout, so it
+   * catches connections that never send a request). Default {@link DEFAULT_SOCKET_IDLE_TIMEOUT_MS}.
+   */
+  readonly socketIdleTimeoutMs?: number;
   readonly logger?: Logger;
 }
 
@@ -55,6 +74,11 @@ export class HttpApi {
   private readonly bearerToken: string | null;
   private readonly maxBodyBytes: number;
   private readonly readTimeoutMs: number;
+  private readonly maxConnections: number;
+  private readonly maxRequestsInFlight: number;
+  private readonly socketIdleTimeoutMs: number;
+  private requestsInFlight = 0;
+  private closing: Promise<void> | null = null;
   private readonly logger: Logger;
   private server: Server | null = null;
 
@@ -65,6 +89,9 @@ export class HttpApi {
     this.bearerToken = options.bearerToken ?? null;
     this.maxBodyBytes = options.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES;
     this.readTimeoutMs = options.readTimeoutMs ?? 5_000;
+    this.maxConnections = boundedInteger('maxConnections', options.maxConnections ?? DEFAULT_MAX_CONNECTIONS);
+    this.maxRequestsInFlight = boundedInteger('maxRequestsInFlight', options.maxRequestsInFlight ?? DEFAULT_MAX_REQUESTS_IN_FLIGHT);
+    this.socketIdleTimeoutMs = boundedInteger('socketIdleTimeoutMs', options.socketIdleTimeoutMs ?? DEFAULT_SOCKET_IDLE_TIMEOUT_MS, 3_600_000);
     this.logger = options.logger ?? pino({ level: 'silent' });
   }
 
@@ -77,6 +104,10 @@ export class HttpApi {
     server.requestTimeout = 30_000;
     server.headersTimeout = 10_000;
     server.keepAliveTimeout = 60_000;
+    // Bounded file descriptors: idle or silent connections cannot pile up until the node cannot open
+    // its own files.
+    server.timeout = this.socketIdleTimeoutMs;
+    server.maxConnections = this.maxConnections;
     this.server = server;
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
@@ -88,22 +119,46 @@ export class HttpApi {
     return server.address() as AddressInfo;
   }
 
-  /** Stops accepting connections and closes the idle ones. */
-  async close(): Promise<void> {
+  /**
+   * Stops accepting connections and closes the idle ones; requests in progress go on and are
+   * answered. Call {@link close} afterwards. Idempotent.
+   */
+  stopAccepting(): void {
     const server = this.server;
-    this.server = null;
-    if (server === null) return;
-    server.closeIdleConnections();
-    await new Promise<void>((resolve) => {
+    if (server === null || this.closing !== null) return;
+    this.closing = new Promise<void>((resolve) => {
       server.close(() => {
         resolve();
       });
-      server.closeAllConnections();
     });
+    server.closeIdleConnections();
+  }
+
+  /** Stops accepting connections and closes every connection, busy or not. */
+  async close(): Promise<void> {
+    const server = this.server;
+    if (server === null) return;
+    this.stopAccepting();
+    this.server = null;
+    server.closeAllConnections();
+    await this.closing;
   }
 
   /** Handles one request; never rejects. */
   async handle(request: IncomingMessage, response: ServerResponse): Promise<void> {
+    if (this.requestsInFlight >= this.maxRequestsInFlight) {
+      send(response, 503, { error: { code: 'TooManyRequests', message: `${this.requestsInFlight} requests are being handled on this node; retry shortly` } }, undefined, { 'retry-after': '1' });
+      return;
+    }
+    this.requestsInFlight++;
+    try {
+      await this.handleAdmitted(request, response);
+    } finally {
+      this.requestsInFlight--;
+    }
+  }
+
+  private async handleAdmitted(request: IncomingMessage, response: ServerResponse): Promise<void> {
     try {
       const { status, body, contentType } = await this.route(request);
       send(response, status, body, contentType);
@@ -250,6 +305,11 @@ export class HttpApi {
       throw new HttpError(400, 'InvalidArgument', 'the body is not valid JSON');
     }
   }
+}
+
+function boundedInteger(field: string, value: number, max = 1_000_000): number {
+  if (!Number.isSafeInteger(value) || value < 1 || value > max) throw new ConfigError(field, `must be an integer in [1, ${max}], got ${value}`);
+  return value;
 }
 
 function send(response: ServerResponse, status: number, body: unknown, contentType?: string, headers?: Record<string, string>): void {

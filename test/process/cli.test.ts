@@ -3,7 +3,8 @@
  * usage errors with exit code 2 and a message naming the problem, the data directory lock, SIGTERM,
  * a JSON --config file, and a short narrated cluster run.
  */
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -70,6 +71,11 @@ describe('usage errors exit 2 and name the problem', () => {
     ],
     ['--log-level bogus', () => ['node', ...validFlags(), '--log-level', 'bogus'], /--log-level must be one of .*got 'bogus'/],
     ['cluster --nodes 9', () => ['cluster', '--nodes', '9'], /--nodes must be an integer in \[1, 7\], got '9'/],
+    ['--tick-ms in hexadecimal', () => ['node', ...validFlags(), '--tick-ms', '0x10'], /--tick-ms must be an integer in \[1, 10000\], got '0x10'/],
+    ['cluster --duration 1e2', () => ['cluster', '--duration', '1e2'], /--duration must be an integer in \[0, 86400\], got '1e2'/],
+    ['an empty bearer token', () => ['node', ...validFlags(), '--bearer-token', ''], /bearer token .*must be non-empty/],
+    ['a bearer token with a trailing space', () => ['node', ...validFlags(), '--bearer-token', 's3cret '], /without leading or trailing spaces/],
+    ['two peers at one address', () => ['node', ...replaced(validFlags(), '--peers', 'n1=127.0.0.1:1,n2=127.0.0.1:1')], /--peers gives n1 and n2 the same address 127\.0\.0\.1:1/],
     ['a cluster flag that does not exist', () => ['cluster', '--chaos-monkey'], /--chaos-monkey/],
   ];
   it.each(cases)('%s', async (_name, args, message) => {
@@ -83,7 +89,51 @@ describe('usage errors exit 2 and name the problem', () => {
   });
 });
 
+describe('usage errors of the top-level command exit 2 with the usage', () => {
+  it.each([
+    ['an unknown flag', ['--bogus'], /--bogus/],
+    ['demo with an unknown flag', ['demo', '--bogus'], /--bogus/],
+    ['demo --tick-ms without its value', ['demo', '--tick-ms'], /--tick-ms/],
+  ])('%s', async (_name, argv, message) => {
+    const result = await runCli(argv);
+    expect(result.timedOut).toBe(false);
+    expect(result.stderr).toMatch(message);
+    expect(result.stderr).toContain('usage: raftlease <command>');
+    expect(result.code).toBe(2);
+  });
+
+  it('demo --tick-ms in hexadecimal is refused', async () => {
+    const result = await runCli(['demo', '--tick-ms', '0x10']);
+    expect(result.stderr).toMatch(/--tick-ms must be an integer between 1 and 10000, got 0x10/);
+    expect(result.code).toBe(2);
+  });
+});
+
 describe('a running node', () => {
+  it('exits with an error naming --http when the HTTP port is taken, and leaves its data directory free', async () => {
+    const [raftPort = 0, httpPort = 0, otherHttpPort = 0] = await freePorts(3);
+    const dataDir = join(dir, 'http-port-taken');
+    const blocker = createServer();
+    await new Promise<void>((resolve) => blocker.listen(httpPort, '127.0.0.1', resolve));
+    try {
+      const flags = ['node', '--id', 'n1', '--listen', `127.0.0.1:${raftPort}`, '--peers', `n1=127.0.0.1:${raftPort}`, '--data-dir', dataDir, '--tick-ms', '50'];
+      const failed = await runCli([...flags, '--http', `127.0.0.1:${httpPort}`], { timeoutMs: 20_000 });
+      expect(failed.timedOut, 'the node must exit, not run on without its API').toBe(false);
+      expect(failed.code).toBe(1);
+      expect(failed.stderr).toMatch(new RegExp(`cannot serve the HTTP API on --http 127\\.0\\.0\\.1:${httpPort}: .*EADDRINUSE`));
+      // Everything it had started was stopped: the Raft port and the data directory are free again.
+      const node = new NodeProcess({ id: 'n1', raftPort, httpPort: otherHttpPort, peers: `n1=127.0.0.1:${raftPort}`, dataDir, logDir: dir, tickMs: 50 });
+      node.start();
+      try {
+        await waitFor('the node on the same data directory and Raft port to answer', () => status(otherHttpPort), 15_000);
+      } finally {
+        await node.stop(10_000);
+      }
+    } finally {
+      await new Promise<void>((resolve) => blocker.close(() => { resolve(); }));
+    }
+  }, 60_000);
+
   it('refuses a data directory another running node holds, and exits 0 on SIGTERM', async () => {
     const [raftPort = 0, httpPort = 0, otherRaftPort = 0, otherHttpPort = 0] = await freePorts(4);
     const dataDir = join(dir, 'shared-data');
@@ -160,5 +210,25 @@ describe('raftlease cluster', () => {
     expect(result.stdout, context).toMatch(/\bok on n[1-3]\b/);
     expect(result.stdout, context).toMatch(/none ran twice/);
     expect(result.stdout, context).not.toMatch(/SIGKILL/);
+  }, 70_000);
+
+  it('exits 1 and keeps its directory of logs when its nodes cannot start', async () => {
+    const base = await freeBasePort([1, 2, 3, 101, 102, 103]);
+    // The Raft ports are taken: every node exits at once.
+    const blockers = [1, 2, 3].map(() => createServer());
+    await Promise.all(blockers.map((blocker, index) => new Promise<void>((resolve) => blocker.listen(base + 1 + index, '127.0.0.1', resolve))));
+    try {
+      const result = await runCli(['cluster', '--nodes', '3', '--duration', '4', '--no-chaos', '--base-port', String(base)], { timeoutMs: 60_000 });
+      const context = `stdout:\n${result.stdout}\nstderr:\n${result.stderr}`;
+      expect(result.timedOut, context).toBe(false);
+      expect(result.code, context).toBe(1);
+      expect(result.stdout, context).toMatch(/FAILED: n1 exited with code 1/);
+      const kept = /kept (\S+) for its logs/.exec(result.stdout)?.[1];
+      expect(kept, context).toBeDefined();
+      expect(existsSync(join(kept ?? '', 'n1.log'))).toBe(true);
+      rmSync(kept ?? '', { recursive: true, force: true });
+    } finally {
+      await Promise.all(blockers.map((blocker) => new Promise<void>((resolve) => blocker.close(() => { resolve(); }))));
+    }
   }, 70_000);
 });

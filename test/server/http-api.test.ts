@@ -43,6 +43,7 @@ interface Cluster {
   /** Lines the APIs logged at error level (a request that failed with a 500). */
   readonly errorLogs: string[];
   readonly orchestrators: MaintenanceOrchestrator[];
+  readonly network: MemoryNetwork;
 }
 
 let cluster: Cluster | undefined;
@@ -103,7 +104,7 @@ async function startCluster(own: (c: Cluster) => void = (c) => { cluster = c; })
   const network = new MemoryNetwork({ encode: true });
   const clock = new SystemClock();
   const errorLogs: string[] = [];
-  const c: Cluster = { nodes: [], fatalErrors: [], apis: [], registry: new Registry(), errorLogs, orchestrators: [] };
+  const c: Cluster = { nodes: [], fatalErrors: [], apis: [], registry: new Registry(), errorLogs, orchestrators: [], network };
   own(c);
   for (const [position, id] of IDS.entries()) {
     const node = await LeaseNode.start({
@@ -1021,3 +1022,72 @@ function sendFuzz(port: number, fuzz: FuzzRequest): Promise<{ status: number; te
   });
 }
 
+
+describe('HttpApi limits and shutdown', () => {
+  /** The leader cut off from both followers: a write waits for a commit that cannot come. */
+  function isolateLeader(c: Cluster): LeaseNode {
+    const { leader, followers } = roles(c);
+    c.network.isolate([nodeId(leader.raft.id)], followers.map((follower) => nodeId(follower.raft.id)));
+    return leader;
+  }
+
+  it('answers 503 TooManyRequests with Retry-After beyond maxRequestsInFlight, and serves again once requests finish', async () => {
+    const c = await startCluster();
+    const served = await serve(c, roles(c).leader, { maxRequestsInFlight: 2 });
+    c.network.isolate([nodeId(served.node.raft.id)], c.nodes.filter((node) => node !== served.node).map((node) => nodeId(node.raft.id)));
+    const waiting = [post(served, lockPath('a', 'acquire'), { owner: 'alice', ttlMs: 60_000 }), post(served, lockPath('b', 'acquire'), { owner: 'bob', ttlMs: 60_000 })];
+    await sleep(50);
+    const refused = await get(served, '/v1/status');
+    expect(refused.status).toBe(503);
+    expect(refused.headers.get('retry-after')).toBe('1');
+    expect(refused.body).toMatchObject({ error: { code: 'TooManyRequests' } });
+    c.network.heal();
+    expect((await Promise.all(waiting)).map((reply) => reply.status)).toEqual([200, 200]);
+    expect((await get(served, '/v1/status')).status).toBe(200);
+  }, 30_000);
+
+  it('closes connections beyond maxConnections at once, and connections that stay silent after socketIdleTimeoutMs', async () => {
+    const c = await startCluster();
+    const served = await serve(c, roles(c).leader, { maxConnections: 2, socketIdleTimeoutMs: 300 });
+    const closedAfterMs = (socket: ReturnType<typeof connect>): Promise<number> => {
+      const startedMs = performance.now();
+      return new Promise((resolve) => {
+        socket.on('error', () => undefined);
+        socket.once('close', () => {
+          resolve(performance.now() - startedMs);
+        });
+      });
+    };
+    const sockets = [0, 1, 2].map(() => connect(served.port, '127.0.0.1'));
+    const closes = sockets.map(closedAfterMs);
+    const [first, second, third] = await Promise.all(closes);
+    // The third is over the bound and closed at once; the two silent ones after the idle timeout.
+    expect(third).toBeLessThan(250);
+    expect(first).toBeGreaterThanOrEqual(250);
+    expect(second).toBeGreaterThanOrEqual(250);
+    expect((await get(served, '/v1/status')).status).toBe(200);
+  }, 30_000);
+
+  it('stopAccepting() refuses new connections while a waiting write is answered 503 when its node stops, not cut off', async () => {
+    const c = await startCluster();
+    const served = await serve(c, roles(c).leader);
+    isolateLeader(c);
+    const waiting = post(served, lockPath('k', 'acquire'), { owner: 'alice', ttlMs: 60_000 });
+    await sleep(50);
+    served.api.stopAccepting();
+    await expect(get(served, '/v1/status')).rejects.toThrow();
+    await served.node.stop();
+    const reply = await waiting;
+    expect(reply.status).toBe(503);
+    expect(reply.body).toMatchObject({ error: { code: 'Stopped' } });
+    await served.api.close();
+  }, 30_000);
+
+  it('refuses bad limits with a ConfigError naming the option', async () => {
+    const c = await startCluster();
+    const node = roles(c).leader;
+    expect(() => new HttpApi({ node, maxConnections: 0 })).toThrow(/maxConnections/);
+    expect(() => new HttpApi({ node, maxRequestsInFlight: 1.5 })).toThrow(/maxRequestsInFlight/);
+    expect(() => new HttpApi({ node, socketIdleTimeoutMs: -1 })).toThrow(/socketIdleTimeoutMs/);
+  });
+});
