@@ -119,6 +119,12 @@ export function resolveSchedule(options: ScheduleOptions): Schedule {
     fail('lockTtlMs', `lock TTL ${lockTtlMs} ms is longer than the longest lease (${MAX_LEASE_TTL_MS} ms, one day); lower lockTtlMs (it defaults to windowMs)`);
   }
   if (intervalMs !== null && windowMs > intervalMs) fail('windowMs', `window ${windowMs} ms is longer than the interval ${intervalMs} ms: occurrences would overlap`);
+  if (hasCron) {
+    const gapMs = shortestCronGapMs(options.cron ?? '', timeZone);
+    if (gapMs !== null && windowMs > gapMs) {
+      fail('windowMs', `window ${windowMs} ms is longer than the shortest gap between two occurrences of '${options.cron ?? ''}' (${gapMs} ms): occurrences would overlap`);
+    }
+  }
   if (jitterMs >= windowMs) fail('jitterMs', `jitter ${jitterMs} ms must be shorter than the window ${windowMs} ms`);
   // Checked as unknown: JavaScript callers can pass anything.
   const misfireValue: unknown = options.misfire ?? 'runOnceIfWindowOpen';
@@ -127,6 +133,23 @@ export function resolveSchedule(options: ScheduleOptions): Schedule {
   const misfireThresholdMs = span('misfireThresholdMs', options.misfireThresholdMs ?? Math.min(DEFAULT_MISFIRE_THRESHOLD_MS, windowMs), true);
   if (misfireThresholdMs > windowMs) fail('misfireThresholdMs', `misfire threshold ${misfireThresholdMs} ms is longer than the window ${windowMs} ms`);
   return Object.freeze({ id, cron: options.cron ?? null, timeZone, intervalMs, windowMs, estimatedDurationMs, safetyMarginMs, lockTtlMs, misfire, misfireThresholdMs, jitterMs });
+}
+
+/** A fixed start, so that validation is a pure function of the declaration. */
+const GAP_SCAN_FROM_MS = Date.UTC(2026, 0, 1);
+/** Occurrences scanned for the shortest gap: daily schedules over more than two years (both DST changes). */
+const GAP_SCAN_OCCURRENCES = 1_000;
+
+/** The shortest time between two consecutive occurrences of a cron pattern over the scan, or null. */
+function shortestCronGapMs(pattern: string, timeZone: string): number | null {
+  const cron = new Cron(pattern, { timezone: timeZone, paused: true });
+  const runs = cron.nextRuns(GAP_SCAN_OCCURRENCES, new Date(GAP_SCAN_FROM_MS));
+  let shortest: number | null = null;
+  for (let index = 1; index < runs.length; index++) {
+    const gap = (runs[index]?.getTime() ?? 0) - (runs[index - 1]?.getTime() ?? 0);
+    if (shortest === null || gap < shortest) shortest = gap;
+  }
+  return shortest;
 }
 
 /**

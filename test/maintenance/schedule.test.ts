@@ -55,9 +55,21 @@ describe('schedule validation', () => {
       [{ ...base, id: '' }, 'id'],
       [{ ...base, misfire: 'later' as never }, 'misfire'],
       [{ ...base, lockTtlMs: 31 * 24 * 3_600_000 }, 'lockTtlMs'],
+      [{ ...base, lockTtlMs: 24 * 3_600_000 + 1 }, 'lockTtlMs'],
     ] as const) {
       expect(configError(options).field).toBe(field);
     }
+  });
+
+  it('refuses a cron window longer than the shortest gap between two occurrences, naming both', () => {
+    const cron = { id: 'backup', cron: '0 3 * * 1-5', estimatedDurationMs: 60_000, lockTtlMs: 3_600_000 };
+    // Weekdays at 03:00: the shortest gap is one day, although Friday to Monday is three.
+    expect(resolveSchedule({ ...cron, windowMs: 24 * 3_600_000 }).windowMs).toBe(24 * 3_600_000);
+    const error = configError({ ...cron, windowMs: 24 * 3_600_000 + 1 });
+    expect(error.field).toBe('windowMs');
+    expect(error.message).toMatch(/window 86400001 ms is longer than the shortest gap between two occurrences of '0 3 \* \* 1-5' \(86400000 ms\)/);
+    // Every second: a one-hour window would hold 3,600 occurrences at once.
+    expect(configError({ id: 'tick', cron: '* * * * * *', windowMs: 3_600_000, estimatedDurationMs: 100, safetyMarginMs: 100 }).field).toBe('windowMs');
   });
 });
 
