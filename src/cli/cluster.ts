@@ -12,7 +12,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { UsageError } from './node.js';
+import { UsageError, decimalInteger } from './node.js';
 
 export const CLUSTER_USAGE = `usage: raftlease cluster [options]
 
@@ -58,7 +58,7 @@ export function resolveClusterConfig(argv: readonly string[]): ClusterConfig {
   }
   const integer = (flag: string, text: string | undefined, fallback: number, min: number, max: number): number => {
     if (text === undefined) return fallback;
-    const value = /^[0-9]{1,6}$/.test(text) ? Number(text) : Number.NaN;
+    const value = decimalInteger(text);
     if (!Number.isInteger(value) || value < min || value > max) throw new UsageError(`--${flag} must be an integer in [${min}, ${max}], got '${text}'`);
     return value;
   };
@@ -161,8 +161,9 @@ export async function runCluster(config: ClusterConfig, print: (line: string) =>
     child.once('exit', (code, signal) => {
       if (member.process === child) member.process = null;
       if (signal !== 'SIGKILL' && signal !== 'SIGTERM' && code !== 0) {
-        failures.push(`${member.id} exited with ${signal ?? `code ${String(code)}`}`);
-        say(`${member.id} exited with ${signal ?? `code ${String(code)}`}; see ${join(dataDir, `${member.id}.log`)}`);
+        const failure = `${member.id} exited with ${signal ?? `code ${String(code)}`}`;
+        failures.push(failure);
+        say(`${failure}; see ${join(dataDir, `${member.id}.log`)}`);
       }
     });
     member.process = child;
@@ -336,7 +337,9 @@ export function ranTwice(runs: readonly LoggedRun[]): string[] {
   const byOccurrence = new Map<string, LoggedRun[]>();
   for (const run of runs) {
     const key = `${run.scheduleId} ${run.occurrence}`;
-    byOccurrence.set(key, [...(byOccurrence.get(key) ?? []), run]);
+    const list = byOccurrence.get(key);
+    if (list === undefined) byOccurrence.set(key, [run]);
+    else list.push(run);
   }
   for (const [key, list] of byOccurrence) {
     const ok = list.filter((run) => run.result === 'ok');

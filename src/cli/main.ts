@@ -9,7 +9,7 @@ import { parseArgs } from 'node:util';
 import { runSimCli, SIM_USAGE } from '../../sim/cli.js';
 import { runDemo } from './demo.js';
 import { CLUSTER_USAGE, resolveClusterConfig, runCluster } from './cluster.js';
-import { NODE_USAGE, isUsageProblem, resolveNodeConfig, runNode } from './node.js';
+import { NODE_USAGE, decimalInteger, isUsageProblem, resolveNodeConfig, runNode } from './node.js';
 
 const USAGE = `usage: raftlease <command> [options]
 
@@ -75,8 +75,7 @@ async function main(argv: readonly string[]): Promise<number> {
   }
   switch (command) {
     case 'demo': {
-      const tickText = values['tick-ms'] ?? '50';
-      const tickIntervalMs = /^[0-9]{1,5}$/.test(tickText) ? Number(tickText) : Number.NaN;
+      const tickIntervalMs = decimalInteger(values['tick-ms'] ?? '50');
       if (!Number.isInteger(tickIntervalMs) || tickIntervalMs < 1 || tickIntervalMs > 10_000) {
         process.stderr.write(`raftlease: --tick-ms must be an integer between 1 and 10000, got ${values['tick-ms'] ?? ''}\n`);
         return 2;

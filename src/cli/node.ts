@@ -5,6 +5,7 @@
  * @module
  */
 import { readFileSync } from 'node:fs';
+import type { AddressInfo } from 'node:net';
 import { parseArgs } from 'node:util';
 import { pino, type Logger } from 'pino';
 import { register as defaultRegistry } from 'prom-client';
@@ -85,6 +86,14 @@ export function parsePeers(text: string): Record<string, Endpoint> {
   }
   if (Object.keys(peers).length === 0) throw new UsageError('--peers must name at least this node');
   return peers;
+}
+
+/**
+ * A flag's value as a non-negative integer written in decimal digits only, or NaN: `Number()` would
+ * also take `0x10`, `1e2` or ` 7 `. Callers check the range.
+ */
+export function decimalInteger(text: string): number {
+  return /^[0-9]+$/.test(text) ? Number(text) : Number.NaN;
 }
 
 /** Merges flags over the config file and validates everything; throws UsageError. */
@@ -173,7 +182,7 @@ export function resolveNodeConfig(argv: readonly string[], env: NodeJS.ProcessEn
   const logLevel = pick('log-level', 'logLevel') ?? 'info';
   if (!(LOG_LEVELS as readonly string[]).includes(logLevel)) throw new UsageError(`--log-level must be one of ${LOG_LEVELS.join(', ')}, got '${logLevel}'`);
   const tickText = pick('tick-ms', 'tickMs') ?? '50';
-  const tickIntervalMs = /^[0-9]{1,5}$/.test(tickText) ? Number(tickText) : Number.NaN;
+  const tickIntervalMs = decimalInteger(tickText);
   if (!Number.isInteger(tickIntervalMs) || tickIntervalMs < 1 || tickIntervalMs > 10_000) throw new UsageError(`--tick-ms must be an integer in [1, 10000], got '${tickText}'`);
   const bearerToken = pick('bearer-token', 'bearerToken') ?? env.RAFTLEASE_BEARER_TOKEN ?? null;
   // An empty token (or one with surrounding spaces, which HTTP trims from headers) could never match.
@@ -209,18 +218,51 @@ export async function runNode(config: NodeConfig): Promise<number> {
   // What has started, to stop in reverse order when a later step fails (a port in use, say): the
   // process must then exit rather than run on as a member without an API.
   const started: (() => Promise<void>)[] = [];
+  let services: Services;
   try {
-    return await serveNode(config, logger, clock, started);
-  } finally {
+    services = await startServices(config, logger, clock, started);
+  } catch (error) {
     for (const stop of started.reverse()) {
-      await stop().catch((error: unknown) => {
-        logger.warn({ err: error }, 'stopping after a failed start');
+      await stop().catch((failure: unknown) => {
+        logger.warn({ err: failure }, 'stopping after a failed start');
       });
     }
+    throw error;
   }
+  const { storage, transport, node, orchestrator, api, address } = services;
+  logger.info({ raft: config.listen, http: `${address.address}:${address.port}`, dataDir: config.dataDir }, 'node started');
+  await new Promise<void>((resolve) => {
+    const stop = (signal: string): void => {
+      logger.info({ signal }, 'stopping');
+      resolve();
+    };
+    process.once('SIGINT', stop);
+    process.once('SIGTERM', stop);
+  });
+  // New connections are refused first; requests in progress are answered: those waiting on the log
+  // get 503 Stopped when the node stops, and only then do the remaining connections close.
+  api.stopAccepting();
+  await orchestrator.stop();
+  await node.stop({ transferLeadership: true });
+  await new Promise<void>((resolve) => setImmediate(resolve));
+  await api.close();
+  await transport.close();
+  await storage.close();
+  logger.info('stopped');
+  return typeof process.exitCode === 'number' ? process.exitCode : 0;
 }
 
-async function serveNode(config: NodeConfig, logger: Logger, clock: SystemClock, started: (() => Promise<void>)[]): Promise<number> {
+interface Services {
+  readonly storage: FileStorage;
+  readonly transport: TcpTransport;
+  readonly node: LeaseNode;
+  readonly orchestrator: MaintenanceOrchestrator;
+  readonly api: HttpApi;
+  readonly address: AddressInfo;
+}
+
+/** Starts storage, transport, node, orchestrator and HTTP API in order, pushing each one's stop onto `started`. */
+async function startServices(config: NodeConfig, logger: Logger, clock: SystemClock, started: (() => Promise<void>)[]): Promise<Services> {
   const storage = await FileStorage.open(config.dataDir, { logger });
   started.push(() => storage.close());
   const transport = await TcpTransport.start({
@@ -254,34 +296,12 @@ async function serveNode(config: NodeConfig, logger: Logger, clock: SystemClock,
   orchestrator.start();
   started.push(() => orchestrator.stop());
   const api = new HttpApi({ node, orchestrator, registry: defaultRegistry, bearerToken: config.bearerToken, logger });
-  let address;
   try {
-    address = await api.listen(config.http.host, config.http.port);
+    const address = await api.listen(config.http.host, config.http.port);
+    return { storage, transport, node, orchestrator, api, address };
   } catch (error) {
     throw new Error(`cannot serve the HTTP API on --http ${config.http.host}:${config.http.port}: ${error instanceof Error ? error.message : String(error)}`, { cause: error });
   }
-  started.push(() => api.close());
-  logger.info({ raft: config.listen, http: `${address.address}:${address.port}`, dataDir: config.dataDir }, 'node started');
-  await new Promise<void>((resolve) => {
-    const stop = (signal: string): void => {
-      logger.info({ signal }, 'stopping');
-      resolve();
-    };
-    process.once('SIGINT', stop);
-    process.once('SIGTERM', stop);
-  });
-  // New connections are refused first; requests in progress are answered: those waiting on the log
-  // get 503 Stopped when the node stops, then the remaining connections close (the finally above).
-  api.stopAccepting();
-  await orchestrator.stop();
-  await node.stop({ transferLeadership: true });
-  await new Promise<void>((resolve) => setImmediate(resolve));
-  started.length = 0;
-  await api.close();
-  await transport.close();
-  await storage.close();
-  logger.info('stopped');
-  return typeof process.exitCode === 'number' ? process.exitCode : 0;
 }
 
 /** Validation errors of the configuration surface as usage errors (exit 2). */

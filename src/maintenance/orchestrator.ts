@@ -18,7 +18,7 @@
  */
 import { Packr, Unpackr } from 'msgpackr';
 import { pino, type Logger } from 'pino';
-import { ConfigError, RaftLeaseError, fnv1a32, wellFormedPrefix, type LogIndex } from '../raft/index.js';
+import { ConfigError, RaftLeaseError, fnv1a32, positiveInteger, wellFormedPrefix, type LogIndex } from '../raft/index.js';
 import type { Clock, Timer } from '../runtime/index.js';
 import type { Lease, LeaseNode } from '../lease/lock.js';
 import { MAX_CHECKPOINT_BYTES, MAX_OUTCOME_ERROR_CHARS, type MaintenanceRecord, type MaintenanceRun, type OccurrenceOutcome } from '../lease/maintenance-records.js';
@@ -633,11 +633,6 @@ export class MaintenanceOrchestrator {
   private isStopped(): boolean {
     return this.stopped;
   }
-}
-
-function positiveInteger(field: string, value: number, max: number): number {
-  if (!Number.isSafeInteger(value) || value < 1 || value > max) throw new ConfigError(field, `must be an integer in [1, ${max}], got ${value}`);
-  return value;
 }
 
 function isLeaseLost(reason: unknown): boolean {

@@ -224,10 +224,15 @@ function validateNodeId(field: string, value: unknown): void {
   if (LONE_SURROGATE.test(value)) throw new ConfigError(field, `node id '${value}' is not well-formed Unicode`);
 }
 
-function positiveInteger(field: string, value: unknown, max: number): void {
+/**
+ * Checks an integer option in `[1, max]` and returns it; throws a {@link ConfigError} naming `field`
+ * otherwise. Shared by every layer's option checks.
+ */
+export function positiveInteger(field: string, value: unknown, max: number): number {
   if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < 1 || value > max) {
     throw new ConfigError(field, `must be an integer in [1, ${max}], got ${String(value)}`);
   }
+  return value;
 }
 
 function boolean(field: string, value: unknown): void {

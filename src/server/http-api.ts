@@ -12,7 +12,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo } from 'node:net';
 import { pino, type Logger } from 'pino';
 import { register as defaultRegistry, type Registry } from 'prom-client';
-import { ConfigError, RaftLeaseError } from '../raft/index.js';
+import { RaftLeaseError, positiveInteger } from '../raft/index.js';
 import { invalidLeaseKey, invalidLeaseOwner, invalidLeaseTtl, type LeaseNode } from '../lease/index.js';
 import type { MaintenanceOrchestrator } from '../maintenance/index.js';
 
@@ -89,9 +89,9 @@ export class HttpApi {
     this.bearerToken = options.bearerToken ?? null;
     this.maxBodyBytes = options.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES;
     this.readTimeoutMs = options.readTimeoutMs ?? 5_000;
-    this.maxConnections = boundedInteger('maxConnections', options.maxConnections ?? DEFAULT_MAX_CONNECTIONS);
-    this.maxRequestsInFlight = boundedInteger('maxRequestsInFlight', options.maxRequestsInFlight ?? DEFAULT_MAX_REQUESTS_IN_FLIGHT);
-    this.socketIdleTimeoutMs = boundedInteger('socketIdleTimeoutMs', options.socketIdleTimeoutMs ?? DEFAULT_SOCKET_IDLE_TIMEOUT_MS, 3_600_000);
+    this.maxConnections = positiveInteger('maxConnections', options.maxConnections ?? DEFAULT_MAX_CONNECTIONS, 1_000_000);
+    this.maxRequestsInFlight = positiveInteger('maxRequestsInFlight', options.maxRequestsInFlight ?? DEFAULT_MAX_REQUESTS_IN_FLIGHT, 1_000_000);
+    this.socketIdleTimeoutMs = positiveInteger('socketIdleTimeoutMs', options.socketIdleTimeoutMs ?? DEFAULT_SOCKET_IDLE_TIMEOUT_MS, 3_600_000);
     this.logger = options.logger ?? pino({ level: 'silent' });
   }
 
@@ -305,11 +305,6 @@ export class HttpApi {
       throw new HttpError(400, 'InvalidArgument', 'the body is not valid JSON');
     }
   }
-}
-
-function boundedInteger(field: string, value: number, max = 1_000_000): number {
-  if (!Number.isSafeInteger(value) || value < 1 || value > max) throw new ConfigError(field, `must be an integer in [1, ${max}], got ${value}`);
-  return value;
 }
 
 function send(response: ServerResponse, status: number, body: unknown, contentType?: string, headers?: Record<string, string>): void {
