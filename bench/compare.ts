@@ -28,9 +28,9 @@
  */
 import type * as Etcd3Module from 'etcd3';
 import type { Etcd3, IOptions, Lease, Lock } from 'etcd3';
-import { Agent } from 'node:http';
+import { Client as UndiciClient, Pool, type Dispatcher } from 'undici';
 import { figure, type Distribution, type Figure } from './figures.js';
-import { EtcdCluster, RaftleaseCluster, cpuTimeMs, etcdVersion, httpJson, rssBytes, singleConnectionAgent, sleep, type Member, type ProcessCluster } from './processes.js';
+import { EtcdCluster, RaftleaseCluster, cpuTimeMs, etcdVersion, rssBytes, sleep, type HttpAnswer, type Member, type ProcessCluster } from './processes.js';
 import { percentile } from './stats.js';
 
 export type ComparePhase = 'latency' | 'throughput' | 'failover' | 'fast-failover';
@@ -80,40 +80,70 @@ const PUT_VALUE = 'x'.repeat(64);
 // ---------------------------------------------------------------------------------------------
 // Clients
 
-/** A raftlease HTTP client on one kept-alive connection. */
+/**
+ * A raftlease HTTP client on undici (the HTTP/1.1 client behind Node's `fetch`), by default on one
+ * kept-alive connection: requests queue behind each other, as with one in-flight client. undici
+ * costs this process about two thirds of the CPU time per request that `node:http` does, and the
+ * benchmark's client shares the two cores with the cluster it measures (see docs/benchmarks.md).
+ */
 class RaftleaseClient {
-  /** `agent`: default one kept-alive connection (requests queue behind each other). */
+  /** `dispatcher`: default one kept-alive connection to `port`. */
   constructor(
     readonly port: number,
-    private readonly agent: Agent = singleConnectionAgent(),
+    private readonly dispatcher: Dispatcher = new UndiciClient(`http://127.0.0.1:${port}`),
   ) {}
 
   /** Acquires `key`; resolves with the fencing token, rejects unless granted. */
   async acquire(key: string, timeoutMs = 10_000): Promise<number> {
-    const answer = await httpJson(this.agent, this.port, 'POST', `/v1/locks/${encodeURIComponent(key)}/acquire`, `{"owner":"${OWNER}","ttlMs":${TTL_MS}}`, timeoutMs);
+    const answer = await this.post(`/v1/locks/${encodeURIComponent(key)}/acquire`, `{"owner":"${OWNER}","ttlMs":${TTL_MS}}`, timeoutMs);
     const body = answer.body as { acquired?: unknown; token?: unknown } | null;
     if (answer.status !== 200 || body?.acquired !== true || typeof body.token !== 'number') throw new Error(`acquire '${key}': HTTP ${answer.status} ${JSON.stringify(answer.body)}`);
     return body.token;
   }
 
   async renew(key: string, token: number): Promise<void> {
-    const answer = await httpJson(this.agent, this.port, 'POST', `/v1/locks/${encodeURIComponent(key)}/renew`, `{"owner":"${OWNER}","token":${token}}`, 10_000);
+    const answer = await this.post(`/v1/locks/${encodeURIComponent(key)}/renew`, `{"owner":"${OWNER}","token":${token}}`, 10_000);
     if (answer.status !== 200) throw new Error(`renew '${key}': HTTP ${answer.status} ${JSON.stringify(answer.body)}`);
   }
 
   async release(key: string, token: number): Promise<void> {
-    const answer = await httpJson(this.agent, this.port, 'POST', `/v1/locks/${encodeURIComponent(key)}/release`, `{"owner":"${OWNER}","token":${token}}`, 10_000);
+    const answer = await this.post(`/v1/locks/${encodeURIComponent(key)}/release`, `{"owner":"${OWNER}","token":${token}}`, 10_000);
     if (answer.status !== 200) throw new Error(`release '${key}': HTTP ${answer.status} ${JSON.stringify(answer.body)}`);
   }
 
   /** GET /v1/status: a round trip through the HTTP server without Raft. */
   async status(timeoutMs = 10_000): Promise<void> {
-    const answer = await httpJson(this.agent, this.port, 'GET', '/v1/status', null, timeoutMs);
+    const answer = await this.exchange('GET', '/v1/status', null, timeoutMs);
     if (answer.status !== 200) throw new Error(`status: HTTP ${answer.status}`);
   }
 
+  /** Closes the connections, failing the requests still waiting on them. */
   close(): void {
-    this.agent.destroy();
+    this.dispatcher.destroy().catch(() => undefined);
+  }
+
+  private post(path: string, body: string, timeoutMs: number): Promise<HttpAnswer> {
+    return this.exchange('POST', path, body, timeoutMs);
+  }
+
+  /** One request; rejects on a connection error or when no complete answer came within `timeoutMs`. */
+  private async exchange(method: 'GET' | 'POST', path: string, body: string | null, timeoutMs: number): Promise<HttpAnswer> {
+    const response = await this.dispatcher.request({
+      origin: `http://127.0.0.1:${this.port}`,
+      method,
+      path,
+      ...(body === null ? {} : { body, headers: { 'content-type': 'application/json' } }),
+      headersTimeout: timeoutMs,
+      bodyTimeout: timeoutMs,
+    });
+    const text = await response.body.text();
+    let parsed: unknown = text;
+    try {
+      parsed = JSON.parse(text) as unknown;
+    } catch {
+      // Not JSON (e.g. an error page): keep the text.
+    }
+    return { status: response.statusCode, body: parsed };
   }
 }
 
@@ -259,7 +289,7 @@ function raftleaseFailoverDriver(): FailoverDriver {
     let client = clients.get(member.name);
     if (client === undefined) {
       // Kept-alive connections without a limit: a probe does not queue behind one still waiting.
-      client = new RaftleaseClient(member.clientPort, new Agent({ keepAlive: true }));
+      client = new RaftleaseClient(member.clientPort, new Pool(`http://127.0.0.1:${member.clientPort}`));
       clients.set(member.name, client);
     }
     return client;

@@ -10,7 +10,7 @@
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync } from 'node:fs';
-import { Agent, request } from 'node:http';
+import { request } from 'node:http';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -150,13 +150,13 @@ export interface HttpAnswer {
 }
 
 /**
- * One HTTP request to 127.0.0.1:`port` with a JSON body, through `agent` (keep-alive) or a fresh
- * connection. Rejects on a connection error or after `timeoutMs` (the request is then destroyed).
+ * One HTTP request to 127.0.0.1:`port` with a JSON body, on a fresh connection (for health checks;
+ * the measured clients are in compare.ts). Rejects on a connection error or after `timeoutMs` (the request is then destroyed).
  */
-export function httpJson(agent: Agent | undefined, port: number, method: 'GET' | 'POST', path: string, body: string | null, timeoutMs: number): Promise<HttpAnswer> {
+export function httpJson(port: number, method: 'GET' | 'POST', path: string, body: string | null, timeoutMs: number): Promise<HttpAnswer> {
   return new Promise((resolve, reject) => {
     const headers: Record<string, string | number> = body === null ? {} : { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) };
-    const req = request({ host: '127.0.0.1', port, method, path, headers, ...(agent === undefined ? {} : { agent }) }, (response) => {
+    const req = request({ host: '127.0.0.1', port, method, path, headers, agent: false }, (response) => {
       const chunks: Buffer[] = [];
       response.on('data', (chunk: Buffer) => chunks.push(chunk));
       response.once('error', fail);
@@ -386,7 +386,7 @@ export class RaftleaseCluster extends ProcessCluster {
 
   async view(member: Member, timeoutMs: number): Promise<MemberView | null> {
     try {
-      const answer = await httpJson(undefined, member.clientPort, 'GET', '/v1/status', null, timeoutMs);
+      const answer = await httpJson(member.clientPort, 'GET', '/v1/status', null, timeoutMs);
       if (answer.status !== 200 || typeof answer.body !== 'object' || answer.body === null) return null;
       const body = answer.body as { role?: unknown; term?: unknown; leader?: unknown; commitIndex?: unknown; appliedIndex?: unknown };
       return {
@@ -465,7 +465,7 @@ export class EtcdCluster extends ProcessCluster {
 
   async view(member: Member, timeoutMs: number): Promise<MemberView | null> {
     try {
-      const answer = await httpJson(undefined, member.clientPort, 'POST', '/v3/maintenance/status', '{}', timeoutMs);
+      const answer = await httpJson(member.clientPort, 'POST', '/v3/maintenance/status', '{}', timeoutMs);
       if (answer.status !== 200 || typeof answer.body !== 'object' || answer.body === null) return null;
       const body = answer.body as { header?: { member_id?: unknown }; leader?: unknown; raftTerm?: unknown; raftIndex?: unknown; raftAppliedIndex?: unknown };
       const self = typeof body.header?.member_id === 'string' ? body.header.member_id : '';
@@ -482,9 +482,4 @@ export class EtcdCluster extends ProcessCluster {
       return null;
     }
   }
-}
-
-/** A keep-alive agent holding one connection (one per in-flight client). */
-export function singleConnectionAgent(): Agent {
-  return new Agent({ keepAlive: true, maxSockets: 1 });
 }
