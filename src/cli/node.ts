@@ -231,6 +231,11 @@ export async function runNode(config: NodeConfig): Promise<number> {
   }
   const { storage, transport, node, orchestrator, api, address } = services;
   logger.info({ raft: config.listen, http: `${address.address}:${address.port}`, dataDir: config.dataDir }, 'node started');
+  const advertised = config.peers[config.id];
+  if (advertised !== undefined && config.listen.port !== 0 && advertised.port !== config.listen.port) {
+    // Legitimate behind a port mapping (a container), a typing error otherwise: peers dial the advertised port.
+    logger.warn({ listen: config.listen, advertised }, `--listen port ${config.listen.port} differs from the port --peers gives this node (${advertised.port}); peers connect to ${advertised.port}, which must forward to ${config.listen.port}`);
+  }
   await new Promise<void>((resolve) => {
     const stop = (signal: string): void => {
       logger.info({ signal }, 'stopping');

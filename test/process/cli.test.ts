@@ -196,6 +196,22 @@ describe('a running node', () => {
     expect(exit.code).toBe(0);
     // logLevel 'warn' from the file: the info lines of a normal start and stop are not written.
     expect(exit.stdout).not.toContain('node started');
+    expect(exit.stdout).not.toContain('differs from the port');
+  }, 40_000);
+
+  it('warns when --listen and the node\'s own --peers entry name different ports (a port mapping or a typing error)', async () => {
+    const [listenPort = 0, advertisedPort = 0, httpPort = 0] = await freePorts(3);
+    const run = spawnCli(['node', '--id', 'solo', '--listen', `127.0.0.1:${listenPort}`, '--http', `127.0.0.1:${httpPort}`, '--peers', `solo=127.0.0.1:${advertisedPort}`, '--data-dir', join(dir, 'mapped-data'), '--log-level', 'warn'], { timeoutMs: 30_000 });
+    try {
+      await waitFor('the node to answer', () => status(httpPort), 15_000);
+    } finally {
+      run.child.kill('SIGTERM');
+    }
+    const exit = await run.result;
+    expect(exit.code).toBe(0);
+    const warning = exit.stdout.split('\n').find((line) => line.includes('differs from the port --peers gives this node'));
+    expect(warning).toBeDefined();
+    expect(JSON.parse(warning ?? '{}')).toMatchObject({ level: 40, listen: { port: listenPort }, advertised: { port: advertisedPort } });
   }, 40_000);
 });
 
