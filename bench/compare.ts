@@ -30,7 +30,7 @@ import type * as Etcd3Module from 'etcd3';
 import type { Etcd3, IOptions, Lease, Lock } from 'etcd3';
 import { Client as UndiciClient, Pool, type Dispatcher } from 'undici';
 import { figure, type Distribution, type Figure } from './figures.js';
-import { EtcdCluster, RaftleaseCluster, cpuTimeMs, etcdVersion, rssBytes, sleep, type HttpAnswer, type Member, type ProcessCluster } from './processes.js';
+import { EtcdCluster, RaftleaseCluster, cpuTimeMs, etcdVersion, jsonOrText, rssBytes, sleep, type HttpAnswer, type Member, type ProcessCluster } from './processes.js';
 import { percentile } from './stats.js';
 
 export type ComparePhase = 'latency' | 'throughput' | 'failover' | 'fast-failover';
@@ -95,19 +95,19 @@ class RaftleaseClient {
 
   /** Acquires `key`; resolves with the fencing token, rejects unless granted. */
   async acquire(key: string, timeoutMs = 10_000): Promise<number> {
-    const answer = await this.post(`/v1/locks/${encodeURIComponent(key)}/acquire`, `{"owner":"${OWNER}","ttlMs":${TTL_MS}}`, timeoutMs);
+    const answer = await this.exchange('POST', `/v1/locks/${encodeURIComponent(key)}/acquire`, `{"owner":"${OWNER}","ttlMs":${TTL_MS}}`, timeoutMs);
     const body = answer.body as { acquired?: unknown; token?: unknown } | null;
     if (answer.status !== 200 || body?.acquired !== true || typeof body.token !== 'number') throw new Error(`acquire '${key}': HTTP ${answer.status} ${JSON.stringify(answer.body)}`);
     return body.token;
   }
 
   async renew(key: string, token: number): Promise<void> {
-    const answer = await this.post(`/v1/locks/${encodeURIComponent(key)}/renew`, `{"owner":"${OWNER}","token":${token}}`, 10_000);
+    const answer = await this.exchange('POST', `/v1/locks/${encodeURIComponent(key)}/renew`, `{"owner":"${OWNER}","token":${token}}`, 10_000);
     if (answer.status !== 200) throw new Error(`renew '${key}': HTTP ${answer.status} ${JSON.stringify(answer.body)}`);
   }
 
   async release(key: string, token: number): Promise<void> {
-    const answer = await this.post(`/v1/locks/${encodeURIComponent(key)}/release`, `{"owner":"${OWNER}","token":${token}}`, 10_000);
+    const answer = await this.exchange('POST', `/v1/locks/${encodeURIComponent(key)}/release`, `{"owner":"${OWNER}","token":${token}}`, 10_000);
     if (answer.status !== 200) throw new Error(`release '${key}': HTTP ${answer.status} ${JSON.stringify(answer.body)}`);
   }
 
@@ -122,10 +122,6 @@ class RaftleaseClient {
     this.dispatcher.destroy().catch(() => undefined);
   }
 
-  private post(path: string, body: string, timeoutMs: number): Promise<HttpAnswer> {
-    return this.exchange('POST', path, body, timeoutMs);
-  }
-
   /** One request; rejects on a connection error or when no complete answer came within `timeoutMs`. */
   private async exchange(method: 'GET' | 'POST', path: string, body: string | null, timeoutMs: number): Promise<HttpAnswer> {
     const response = await this.dispatcher.request({
@@ -136,14 +132,7 @@ class RaftleaseClient {
       headersTimeout: timeoutMs,
       bodyTimeout: timeoutMs,
     });
-    const text = await response.body.text();
-    let parsed: unknown = text;
-    try {
-      parsed = JSON.parse(text) as unknown;
-    } catch {
-      // Not JSON (e.g. an error page): keep the text.
-    }
-    return { status: response.statusCode, body: parsed };
+    return { status: response.statusCode, body: jsonOrText(await response.body.text()) };
   }
 }
 

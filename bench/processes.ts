@@ -149,6 +149,15 @@ export interface HttpAnswer {
   readonly body: unknown;
 }
 
+/** An HTTP body parsed as JSON, or the text itself when it is not JSON (an error page, say). */
+export function jsonOrText(text: string): unknown {
+  try {
+    return JSON.parse(text) as unknown;
+  } catch {
+    return text;
+  }
+}
+
 /**
  * One HTTP request to 127.0.0.1:`port` with a JSON body, on a fresh connection (for health checks;
  * the measured clients are in compare.ts). Rejects on a connection error or after `timeoutMs` (the request is then destroyed).
@@ -162,14 +171,7 @@ export function httpJson(port: number, method: 'GET' | 'POST', path: string, bod
       response.once('error', fail);
       response.once('end', () => {
         clearTimeout(timer);
-        const text = Buffer.concat(chunks).toString('utf8');
-        let parsed: unknown = text;
-        try {
-          parsed = JSON.parse(text) as unknown;
-        } catch {
-          // Not JSON (e.g. an error page): keep the text.
-        }
-        resolve({ status: response.statusCode ?? 0, body: parsed });
+        resolve({ status: response.statusCode ?? 0, body: jsonOrText(Buffer.concat(chunks).toString('utf8')) });
       });
     });
     const timer = setTimeout(() => {
