@@ -15,7 +15,9 @@
  *   flight; raftlease uses one kept-alive connection per in-flight client, etcd one etcd3 client
  *   (gRPC multiplexes on one connection). At 64 in flight also etcd lock acquire+release.
  * - Failover: SIGKILL the leader, then start an acquire (raftlease) / a lock acquire (etcd) every
- *   20 ms, rotating over the endpoints (the killed one first), each on its own connection; the time
+ *   20 ms, rotating over the endpoints (the killed one first), without waiting for earlier ones
+ *   (raftlease: a pool of kept-alive connections per member; etcd: one etcd3 client per member, whose
+ *   gRPC connection multiplexes them); the time
  *   from the kill to the first success. The killed member is restarted and the cluster is healthy
  *   again before the next repetition. The time until a survivor says it leads is recorded too (the
  *   election part of the failover).
@@ -51,7 +53,10 @@ export interface CompareOptions {
   readonly throughputWarmupMs: number;
   /** Failover repetitions with default settings. */
   readonly failoverReps: number;
-  /** Failover repetitions with faster timing (raftlease --tick-ms 50; etcd heartbeat 50 ms, election 500 ms). */
+  /**
+   * Failover repetitions with etcd tuned to raftlease's default timing (heartbeat 50 ms, election
+   * 500 ms, as raftlease's 50 ms tick and 10-tick election timeout); raftlease keeps its defaults.
+   */
   readonly fastFailoverReps: number;
   readonly phases: ReadonlySet<ComparePhase>;
   /** Run the etcd side (when etcd and the etcd3 package are installed). */
@@ -347,8 +352,8 @@ interface FailoverSample {
 /**
  * One failover: waits until the cluster is healthy, SIGKILLs the leader, and from that moment starts
  * an acquire attempt every FAILOVER_PROBE_INTERVAL_MS, rotating over the endpoints (the killed one
- * first, as a client that used the leader would), each on its own connection and without waiting for
- * the earlier ones: an attempt sent while there is no leader may wait for its timeout on both systems
+ * first, as a client that used the leader would), without waiting for the earlier ones (a probe never
+ * queues behind one still waiting: raftlease opens another pooled connection, etcd's gRPC multiplexes): an attempt sent while there is no leader may wait for its timeout on both systems
  * (a proposal forwarded to a dead leader is lost), and the figure is meant to show when the cluster
  * serves acquires again, not the client's timeout. Restarts the killed member afterwards.
  */
@@ -456,8 +461,17 @@ class RssSampler {
 // ---------------------------------------------------------------------------------------------
 // The suite
 
+/** `count` and `noun`, plural unless the count is 1. */
+function plural(count: number, noun: string): string {
+  return `${count} ${noun}${count === 1 ? '' : 's'}`;
+}
+
+/** The median; of an even count, the mean of the two middle values (of 2 runs, not the lower one). */
 function median(values: readonly number[]): number | null {
-  return values.length === 0 ? null : percentile(values, 50);
+  if (values.length === 0) return null;
+  const sorted = [...values].sort((a, b) => a - b);
+  const upper = sorted[sorted.length >> 1] ?? 0;
+  return sorted.length % 2 === 1 ? upper : ((sorted[(sorted.length >> 1) - 1] ?? upper) + upper) / 2;
 }
 
 function stat(samples: readonly number[], which: 'p50' | 'p90' | 'p99' | 'max'): number | null {
@@ -499,6 +513,7 @@ export async function benchCompare(options: CompareOptions, command: string, pri
     version = etcdVersion();
     if (version === null) print('  etcd not found on the PATH: the etcd side of every figure is skipped (null). Install etcd 3.4 to compare.');
     else {
+      if (!version.startsWith('3.4.')) print(`  etcd ${version} found: the targets were set against etcd 3.4 (Debian's etcd-server); the etcd columns are this version's`);
       try {
         etcd3 = await import('etcd3');
       } catch (error) {
@@ -709,7 +724,7 @@ export async function benchCompare(options: CompareOptions, command: string, pri
         const item = figure({
           suite: 'compare',
           name: `failover ${which}, ${settings}`,
-          note: `SIGKILL the leader → next successful acquire; ${samples.raftlease.length} kills`,
+          note: `SIGKILL the leader → next successful acquire; ${plural(samples.raftlease.length, 'kill')}`,
           unit: 'ms',
           raftlease: stat(
             samples.raftlease.map((sample) => sample.totalMs),
@@ -747,7 +762,7 @@ export async function benchCompare(options: CompareOptions, command: string, pri
         );
       }
       distributions.push({
-        title: `failover, ${settings} (${samples.raftlease.length} kills)`,
+        title: `failover, ${settings} (${plural(samples.raftlease.length, 'kill')})`,
         unit: 'ms',
         series: [{ label: 'raftlease', samples: samples.raftlease.map((sample) => sample.totalMs) }, ...(withEtcd ? [{ label: 'etcd', samples: samples.etcd.map((sample) => sample.totalMs) }] : [])],
       });
@@ -777,7 +792,7 @@ export async function benchCompare(options: CompareOptions, command: string, pri
     };
     if (options.phases.has('failover')) {
       const settings = 'default settings';
-      print(`failover: ${options.failoverReps} SIGKILLs of the leader per system, interleaved (raftlease ${raftlease.settings}; etcd ${etcd?.settings ?? 'not run'}); from the kill, an acquire attempt every ${FAILOVER_PROBE_INTERVAL_MS} ms rotating over the endpoints, each on its own connection (timeout ${FAILOVER_ATTEMPT_TIMEOUT_MS} ms)`);
+      print(`failover: ${options.failoverReps} SIGKILLs of the leader per system, interleaved (raftlease ${raftlease.settings}; etcd ${etcd?.settings ?? 'not run'}); from the kill, an acquire attempt every ${FAILOVER_PROBE_INTERVAL_MS} ms rotating over the endpoints without waiting for earlier ones (timeout ${FAILOVER_ATTEMPT_TIMEOUT_MS} ms)`);
       const samples = await runFailover(raftlease, etcd, options.failoverReps, 'fo');
       emit(failoverFigures(samples, settings, true));
       reproduce();
@@ -801,13 +816,13 @@ export async function benchCompare(options: CompareOptions, command: string, pri
     active.length = 0;
     await Promise.all([raftlease.stop(profiling), etcd?.stop()]);
 
-    // ---- failover with faster timing
+    // ---- failover with etcd tuned to raftlease's default timing
     if (options.phases.has('fast-failover') && options.fastFailoverReps > 0) {
-      const fastRaftlease = await RaftleaseCluster.create(50, nodeFlags);
+      const fastRaftlease = await RaftleaseCluster.create(null, nodeFlags);
       const fastEtcd = withEtcd ? await EtcdCluster.create({ heartbeatMs: 50, electionMs: 500 }) : null;
       active.push(fastRaftlease, ...(fastEtcd === null ? [] : [fastEtcd]));
       const settings = `raftlease ${fastRaftlease.settings}, etcd ${fastEtcd?.settings ?? 'not run'}`;
-      print(`failover with faster timing: ${options.fastFailoverReps} SIGKILLs of the leader per system, interleaved (${settings})`);
+      print(`failover with etcd tuned to raftlease's default timing: ${options.fastFailoverReps} SIGKILLs of the leader per system, interleaved (${settings})`);
       await Promise.all([fastRaftlease.start(), fastEtcd?.start()]);
       const samples = await runFailover(fastRaftlease, fastEtcd, options.fastFailoverReps, 'ffo');
       emit(failoverFigures(samples, settings, false));
@@ -824,6 +839,7 @@ export async function benchCompare(options: CompareOptions, command: string, pri
     distributions,
     meta: {
       etcd: version === null ? 'not run' : `etcd ${version} (etcd3 npm client)`,
+      etcdVersion: withEtcd ? version : null,
       raftleaseNode: 'dist/src/cli/main.js node (TCP transport, file storage with fsync per batch, HTTP API), CLI defaults unless labelled',
     },
   };

@@ -74,10 +74,16 @@ function metText(met: boolean | null | undefined): string {
   return '';
 }
 
+/** The etcd column's heading: the version measured, when the report has one. */
+function etcdHeading(report: BenchReport): string {
+  const version = report.meta.etcdVersion;
+  return typeof version === 'string' ? `etcd ${version}` : 'etcd';
+}
+
 /** The Markdown table of all figures. */
 export function markdownTable(report: BenchReport): string {
   const lines = [
-    '| suite | figure | raftlease | etcd 3.4 | raftlease / etcd | target | | reproduce |',
+    `| suite | figure | raftlease | ${etcdHeading(report)} | raftlease / etcd | target | | reproduce |`,
     '| --- | --- | ---: | ---: | ---: | --- | --- | --- |',
   ];
   for (const item of report.figures) {
@@ -186,7 +192,7 @@ export function htmlPage(report: BenchReport): string {
 <h2>Latency distributions</h2>
 ${charts}
 <h2>Figures</h2>
-<table><tr><th>suite</th><th>figure</th><th>raftlease</th><th>etcd 3.4</th><th>raftlease / etcd</th><th>target</th><th></th><th>reproduce</th></tr>
+<table><tr><th>suite</th><th>figure</th><th>raftlease</th><th>${escapeXml(etcdHeading(report))}</th><th>raftlease / etcd</th><th>target</th><th></th><th>reproduce</th></tr>
 ${rows}
 </table>
 </body></html>
