@@ -1108,7 +1108,8 @@ const PAGE_SCRIPT = String.raw`
     }
     svg.setAttribute('data-view-start', String(Math.round(view.start)));
     svg.setAttribute('data-view-end', String(Math.round(view.end)));
-    document.getElementById('view-label').textContent = 'view ' + ms(Math.max(0, view.start)) + ' .. ' + ms(Math.min(END, view.end)) + ' (' + ms(view.end - view.start) + ')';
+    var shownStart = Math.max(0, view.start), shownEnd = Math.min(END, view.end);
+    document.getElementById('view-label').textContent = 'view ' + ms(shownStart) + ' .. ' + ms(shownEnd) + ' (' + ms(shownEnd - shownStart) + ')';
     if (selected !== null) highlight(selected);
   }
 
