@@ -17,8 +17,7 @@
  * - Failover: SIGKILL the leader, then start an acquire (raftlease) / a lock acquire (etcd) every
  *   20 ms, rotating over the endpoints (the killed one first), without waiting for earlier ones
  *   (raftlease: a pool of kept-alive connections per member; etcd: one etcd3 client per member, whose
- *   gRPC connection multiplexes them); the time
- *   from the kill to the first success. The killed member is restarted and the cluster is healthy
+ *   gRPC connection multiplexes them); the time from the kill to the first success. The killed member is restarted and the cluster is healthy
  *   again before the next repetition. The time until a survivor says it leads is recorded too (the
  *   election part of the failover).
  * - Memory: the resident set size (VmRSS) of each member process, after start and at its peak.
@@ -33,7 +32,7 @@ import type { Etcd3, IOptions, Lease, Lock } from 'etcd3';
 import { Client as UndiciClient, Pool, type Dispatcher } from 'undici';
 import { figure, type Distribution, type Figure } from './figures.js';
 import { EtcdCluster, RaftleaseCluster, cpuTimeMs, etcdVersion, jsonOrText, rssBytes, sleep, type HttpAnswer, type Member, type ProcessCluster } from './processes.js';
-import { percentile } from './stats.js';
+import { median, percentile } from './stats.js';
 
 export type ComparePhase = 'latency' | 'throughput' | 'failover' | 'fast-failover';
 export const COMPARE_PHASES: readonly ComparePhase[] = ['latency', 'throughput', 'failover', 'fast-failover'];
@@ -353,7 +352,8 @@ interface FailoverSample {
  * One failover: waits until the cluster is healthy, SIGKILLs the leader, and from that moment starts
  * an acquire attempt every FAILOVER_PROBE_INTERVAL_MS, rotating over the endpoints (the killed one
  * first, as a client that used the leader would), without waiting for the earlier ones (a probe never
- * queues behind one still waiting: raftlease opens another pooled connection, etcd's gRPC multiplexes): an attempt sent while there is no leader may wait for its timeout on both systems
+ * queues behind one still waiting: raftlease opens another pooled connection, etcd's gRPC
+ * multiplexes): an attempt sent while there is no leader may wait for its timeout on both systems
  * (a proposal forwarded to a dead leader is lost), and the figure is meant to show when the cluster
  * serves acquires again, not the client's timeout. Restarts the killed member afterwards.
  */
@@ -466,12 +466,9 @@ function plural(count: number, noun: string): string {
   return `${count} ${noun}${count === 1 ? '' : 's'}`;
 }
 
-/** The median; of an even count, the mean of the two middle values (of 2 runs, not the lower one). */
-function median(values: readonly number[]): number | null {
-  if (values.length === 0) return null;
-  const sorted = [...values].sort((a, b) => a - b);
-  const upper = sorted[sorted.length >> 1] ?? 0;
-  return sorted.length % 2 === 1 ? upper : ((sorted[(sorted.length >> 1) - 1] ?? upper) + upper) / 2;
+/** The median of the runs, or null when there were none. */
+function medianOrNull(values: readonly number[]): number | null {
+  return values.length === 0 ? null : median(values);
 }
 
 function stat(samples: readonly number[], which: 'p50' | 'p90' | 'p99' | 'max'): number | null {
@@ -671,8 +668,8 @@ export async function benchCompare(options: CompareOptions, command: string, pri
           name: `acquire+release throughput, ${level} in flight`,
           note: `etcd: put; median of ${entry.raftlease.length} runs`,
           unit: 'ops/s',
-          raftlease: median(entry.raftlease),
-          etcd: median(entry.etcd),
+          raftlease: medianOrNull(entry.raftlease),
+          etcd: medianOrNull(entry.etcd),
           command,
           runs: { raftlease: entry.raftlease, etcd: entry.etcd },
         });
@@ -684,8 +681,8 @@ export async function benchCompare(options: CompareOptions, command: string, pri
               name: `acquire+release throughput against etcd locks, ${level} in flight`,
               note: `etcd: lock acquire + release (3 writes per pair); median of ${entry.raftlease.length} runs`,
               unit: 'ops/s',
-              raftlease: median(entry.raftlease),
-              etcd: median(entry.etcdLock),
+              raftlease: medianOrNull(entry.raftlease),
+              etcd: medianOrNull(entry.etcdLock),
               command,
               runs: { raftlease: entry.raftlease, etcd: entry.etcdLock },
             }),
@@ -703,8 +700,8 @@ export async function benchCompare(options: CompareOptions, command: string, pri
                 name: `CPU time per operation at ${level} in flight, ${which}`,
                 note: `user + system; etcd: put; median of ${found.raftlease.length} runs`,
                 unit: 'µs',
-                raftlease: median(found.raftlease.map(pick)),
-                etcd: median(found.etcd.map(pick)),
+                raftlease: medianOrNull(found.raftlease.map(pick)),
+                etcd: medianOrNull(found.etcd.map(pick)),
                 command,
               }),
             );

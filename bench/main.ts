@@ -83,14 +83,13 @@ async function main(): Promise<void> {
       }
       case 'memory': {
         const noSnapshots = values['no-snapshots'] === true;
-        figures.push(
-          ...(await benchMemory(
+        const memoryFigures = await benchMemory(
           // --no-snapshots sets the interval beyond the run, to show what compaction saves.
           { entries: quick ? 200_000 : 1_000_000, snapshotEveryEntries: noSnapshots ? 1_000_000_000 : 10_000, payloadBytes: 64, inFlight: 64, keys: 1_000 },
           commandFor(suite, noSnapshots && '--no-snapshots'),
           print,
-        )),
         );
+        figures.push(...memoryFigures);
         break;
       }
       case 'lease': {

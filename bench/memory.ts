@@ -118,21 +118,21 @@ export async function benchMemory(options: MemoryBenchOptions, command: string, 
   if (leaderStatus === undefined || leaderStatus.appliedIndex < options.entries) {
     throw new Error(`expected at least ${options.entries} applied entries, the leader applied ${leaderStatus?.appliedIndex ?? 0}`);
   }
-  const mib = (bytes: number): string => `${(bytes / (1024 * 1024)).toFixed(1)} MiB`;
+  const BYTES_PER_MIB = 1024 * 1024;
+  const mib = (bytes: number): string => `${(bytes / BYTES_PER_MIB).toFixed(1)} MiB`;
   print(
     `in-process 3-node cluster, memory transport and storage, ${options.entries.toLocaleString('en-US')} entries of ${options.payloadBytes} bytes, ${options.inFlight} in flight, snapshot every ${options.snapshotEveryEntries.toLocaleString('en-US')} entries`,
   );
   print(`  peak RSS ${mib(peakRssBytes)} (at start ${mib(startRssBytes)}); ${Math.round((options.entries / elapsedMs) * 1000).toLocaleString('en-US')} commits/s over ${(elapsedMs / 1000).toFixed(1)} s`);
   print(`  snapshot index per node: ${statuses.map((status) => `${status.id} ${status.snapshotIndex}`).join(', ')}; most log entries held by a node at a sample: ${maxLogEntries.toLocaleString('en-US')}`);
   print(`  reproduce: ${command}`);
-  const MIB = 1024 * 1024;
   const note = `${options.entries} entries of ${options.payloadBytes} bytes, ${options.inFlight} in flight, snapshot every ${options.snapshotEveryEntries} entries`;
   const item = (name: string, unit: string, value: number, target?: { readonly text: string; readonly met: boolean }): Figure =>
     figure({ suite: 'memory', name, unit, raftlease: value, etcd: null, command, note, ...(target === undefined ? {} : { target: target.text, met: target.met }) });
   return [
     // The target is for a cluster that snapshots; --no-snapshots runs only to show what compaction saves.
-    item('peak RSS of the process (3 in-process nodes)', 'MiB', peakRssBytes / MIB, options.snapshotEveryEntries < options.entries ? { text: 'raftlease < 200 MB', met: peakRssBytes < 200_000_000 } : undefined),
-    item('RSS at start', 'MiB', startRssBytes / MIB),
+    item('peak RSS of the process (3 in-process nodes)', 'MiB', peakRssBytes / BYTES_PER_MIB, options.snapshotEveryEntries < options.entries ? { text: 'raftlease < 200 MB', met: peakRssBytes < 200_000_000 } : undefined),
+    item('RSS at start', 'MiB', startRssBytes / BYTES_PER_MIB),
     item('commits/s while filling the log', 'commits/s', (options.entries / elapsedMs) * 1000),
     item('most log entries held by a node at a sample', 'entries', maxLogEntries),
   ];

@@ -160,7 +160,8 @@ export function jsonOrText(text: string): unknown {
 
 /**
  * One HTTP request to 127.0.0.1:`port` with a JSON body, on a fresh connection (for health checks;
- * the measured clients are in compare.ts). Rejects on a connection error or after `timeoutMs` (the request is then destroyed).
+ * the measured clients are in compare.ts). Rejects on a connection error or after `timeoutMs` (the
+ * request is then destroyed).
  */
 export function httpJson(port: number, method: 'GET' | 'POST', path: string, body: string | null, timeoutMs: number): Promise<HttpAnswer> {
   return new Promise((resolve, reject) => {
