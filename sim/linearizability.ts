@@ -230,54 +230,60 @@ function show(value: unknown): string {
 }
 
 /**
- * Checks one event field by field and returns a normalized copy holding only the known fields.
- * Throws {@link HistoryError} at `where`.
+ * Throws {@link HistoryError} for the event at list index `eventIndex`, read from 1-based text line
+ * `line` (0 when the event did not come from text).
  */
-function validateEvent(raw: unknown, where: { readonly line?: number; readonly eventIndex?: number }): HistoryEvent {
-  const fail = (message: string): never => {
-    throw new HistoryError(message, where);
-  };
-  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) return fail(`an event must be an object, got ${show(raw)}`);
+function failAt(line: number, eventIndex: number, message: string): never {
+  throw new HistoryError(message, line > 0 ? { line, eventIndex } : { eventIndex });
+}
+
+function ownField(record: Record<string, unknown>, name: string, line: number, eventIndex: number): unknown {
+  if (!Object.prototype.hasOwnProperty.call(record, name)) failAt(line, eventIndex, `missing field '${name}'`);
+  return record[name];
+}
+
+/**
+ * Checks one event field by field and returns a normalized copy holding only the known fields.
+ * Throws {@link HistoryError} at the event's location (see {@link failAt}). Runs once per event of
+ * every simulation's history, so a valid event allocates nothing but its copy, built as a plain
+ * object literal (V8 builds a spread many times slower).
+ */
+function validateEvent(raw: unknown, line: number, eventIndex: number): HistoryEvent {
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) return failAt(line, eventIndex, `an event must be an object, got ${show(raw)}`);
   const record = raw as Record<string, unknown>;
-  const field = (name: string): unknown => {
-    if (!Object.prototype.hasOwnProperty.call(record, name)) fail(`missing field '${name}'`);
-    return record[name];
-  };
-  const process = field('process');
+  const process = ownField(record, 'process', line, eventIndex);
   if (typeof process !== 'number' || !Number.isSafeInteger(process) || process < 0) {
-    return fail(`field 'process' must be a safe integer >= 0, got ${show(process)}`);
+    return failAt(line, eventIndex, `field 'process' must be a safe integer >= 0, got ${show(process)}`);
   }
-  const type = field('type');
-  if (typeof type !== 'string' || !(EVENT_TYPES as readonly string[]).includes(type)) {
-    return fail(`field 'type' must be one of ${EVENT_TYPES.join(', ')}, got ${show(type)}`);
+  const type = ownField(record, 'type', line, eventIndex);
+  if (type !== 'invoke' && type !== 'ok' && type !== 'fail' && type !== 'info') {
+    return failAt(line, eventIndex, `field 'type' must be one of ${EVENT_TYPES.join(', ')}, got ${show(type)}`);
   }
-  const eventType = type as EventType;
-  const f = field('f');
-  if (typeof f !== 'string' || !(FUNCTIONS as readonly string[]).includes(f)) {
-    return fail(`field 'f' must be one of ${FUNCTIONS.join(', ')}, got ${show(f)}`);
+  const f = ownField(record, 'f', line, eventIndex);
+  if (f !== 'read' && f !== 'write' && f !== 'cas') {
+    return failAt(line, eventIndex, `field 'f' must be one of ${FUNCTIONS.join(', ')}, got ${show(f)}`);
   }
-  const key = field('key');
-  if (typeof key !== 'string') return fail(`field 'key' must be a string, got ${show(key)}`);
-  const time = field('time');
+  const key = ownField(record, 'key', line, eventIndex);
+  if (typeof key !== 'string') return failAt(line, eventIndex, `field 'key' must be a string, got ${show(key)}`);
+  const time = ownField(record, 'time', line, eventIndex);
   if (typeof time !== 'number' || !Number.isSafeInteger(time) || time < 0) {
-    return fail(`field 'time' must be a safe integer >= 0 (nanoseconds), got ${show(time)}`);
+    return failAt(line, eventIndex, `field 'time' must be a safe integer >= 0 (nanoseconds), got ${show(time)}`);
   }
-  const value = field('value');
-  const common = { process, type: eventType, key, time };
-  switch (f as OperationFunction) {
+  const value = ownField(record, 'value', line, eventIndex);
+  switch (f) {
     case 'cas':
-      if (!isCasPair(value)) return fail(`a cas carries [expected, new] (each a string, a finite number or null), got ${show(value)}`);
-      return { ...common, f: 'cas', value: [value[0], value[1]] };
+      if (!isCasPair(value)) return failAt(line, eventIndex, `a cas carries [expected, new] (each a string, a finite number or null), got ${show(value)}`);
+      return { process, type, f, key, time, value: [value[0], value[1]] };
     case 'write':
-      if (!isValue(value)) return fail(`a write carries the value written (a string, a finite number or null), got ${show(value)}`);
-      return { ...common, f: 'write', value };
+      if (!isValue(value)) return failAt(line, eventIndex, `a write carries the value written (a string, a finite number or null), got ${show(value)}`);
+      return { process, type, f, key, time, value };
     case 'read':
-      if (eventType === 'ok') {
-        if (!isValue(value)) return fail(`an ok read carries the value read (a string, a finite number or null), got ${show(value)}`);
+      if (type === 'ok') {
+        if (!isValue(value)) return failAt(line, eventIndex, `an ok read carries the value read (a string, a finite number or null), got ${show(value)}`);
       } else if (value !== null) {
-        return fail(`a read ${eventType} carries no value (null), got ${show(value)}`);
+        return failAt(line, eventIndex, `a read ${type} carries no value (null), got ${show(value)}`);
       }
-      return { ...common, f: 'read', value };
+      return { process, type, f, key, time, value };
   }
 }
 
@@ -300,12 +306,14 @@ function sameValue(left: EventValue, right: EventValue): boolean {
 }
 
 function makeOperation(fields: OperationFields, f: OperationFunction, value: EventValue): Operation {
+  // Object literals, not spreads: this runs for every operation of every simulation.
+  const { index, process, key, outcome, invokeTimeNs, completeTimeNs, invokeEventIndex, completionEventIndex } = fields;
   if (f === 'cas') {
     invariant(isPair(value), 'a validated cas carries a pair');
-    return { ...fields, f, value };
+    return { index, process, key, outcome, invokeTimeNs, completeTimeNs, invokeEventIndex, completionEventIndex, f, value };
   }
   invariant(!isPair(value), 'a validated read or write carries a single value');
-  return { ...fields, f, value };
+  return { index, process, key, outcome, invokeTimeNs, completeTimeNs, invokeEventIndex, completionEventIndex, f, value };
 }
 
 /**
@@ -340,14 +348,13 @@ export function pairOperations(events: readonly HistoryEvent[]): Operation[] {
   const slots: (Operation | undefined)[] = [];
   const inFlight = new Map<number, PendingInvoke>();
   for (let eventIndex = 0; eventIndex < events.length; eventIndex++) {
-    const event = validateEvent(events[eventIndex], { eventIndex });
-    const fail = (message: string): never => {
-      throw new HistoryError(message, { eventIndex });
-    };
+    const event = validateEvent(events[eventIndex], 0, eventIndex);
     const pending = inFlight.get(event.process);
     if (event.type === 'invoke') {
       if (pending !== undefined) {
-        fail(
+        failAt(
+          0,
+          eventIndex,
           `process ${event.process} invokes a ${event.f} while its ${pending.event.f} invoked at event ${pending.eventIndex} ` +
             'is still in flight (a process has at most one outstanding operation)',
         );
@@ -357,16 +364,16 @@ export function pairOperations(events: readonly HistoryEvent[]): Operation[] {
       continue;
     }
     if (pending === undefined) {
-      return fail(`'${event.type}' completion of a ${event.f} on process ${event.process}, which has no operation in flight`);
+      return failAt(0, eventIndex, `'${event.type}' completion of a ${event.f} on process ${event.process}, which has no operation in flight`);
     }
     const invoke = pending.event;
-    if (invoke.f !== event.f) fail(`'${event.type}' completion of a ${event.f}, but process ${event.process} invoked a ${invoke.f} at event ${pending.eventIndex}`);
+    if (invoke.f !== event.f) failAt(0, eventIndex, `'${event.type}' completion of a ${event.f}, but process ${event.process} invoked a ${invoke.f} at event ${pending.eventIndex}`);
     if (invoke.key !== event.key) {
-      fail(`'${event.type}' completion on key ${show(event.key)}, but process ${event.process} invoked on key ${show(invoke.key)} at event ${pending.eventIndex}`);
+      failAt(0, eventIndex, `'${event.type}' completion on key ${show(event.key)}, but process ${event.process} invoked on key ${show(invoke.key)} at event ${pending.eventIndex}`);
     }
-    if (event.time < invoke.time) fail(`completion at ${event.time} ns precedes its invoke at ${invoke.time} ns (event ${pending.eventIndex})`);
+    if (event.time < invoke.time) failAt(0, eventIndex, `completion at ${event.time} ns precedes its invoke at ${invoke.time} ns (event ${pending.eventIndex})`);
     if (event.f !== 'read' && !sameValue(invoke.value, event.value)) {
-      fail(`${event.f} completion carries ${show(event.value)}, but its invoke at event ${pending.eventIndex} carries ${show(invoke.value)}`);
+      failAt(0, eventIndex, `${event.f} completion carries ${show(event.value)}, but its invoke at event ${pending.eventIndex} carries ${show(invoke.value)}`);
     }
     const outcome: Outcome = event.type;
     const fields: OperationFields = {
@@ -905,7 +912,7 @@ export function toJsonLines(events: readonly HistoryEvent[]): string {
   if (events.length > MAX_HISTORY_EVENTS) throw new HistoryError(`${events.length} events exceeds the limit of ${MAX_HISTORY_EVENTS}`);
   let text = '';
   for (let eventIndex = 0; eventIndex < events.length; eventIndex++) {
-    const event = validateEvent(events[eventIndex], { eventIndex });
+    const event = validateEvent(events[eventIndex], 0, eventIndex);
     text += `${JSON.stringify({ process: event.process, type: event.type, f: event.f, key: event.key, value: event.value, time: event.time })}\n`;
   }
   return text;
@@ -939,7 +946,7 @@ export function parseJsonLines(text: string): HistoryEvent[] {
     } catch (error) {
       throw new HistoryError(`not valid JSON (${error instanceof Error ? error.message : String(error)})`, where);
     }
-    events.push(validateEvent(raw, where));
+    events.push(validateEvent(raw, where.line, where.eventIndex));
   }
   return events;
 }
