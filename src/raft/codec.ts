@@ -43,40 +43,38 @@ const unpackr = new Unpackr({ useRecords: false, copyBuffers: true, mapsAsObject
 
 /** Encodes a message for the wire. */
 export function encodeMessage(message: Message): Uint8Array {
-  const header = [PROTOCOL_VERSION, TYPE_CODES[message.type], message.from, message.to, message.term];
+  // Each layout is written out whole (no spread of a shared header): this runs for every message
+  // sent, and the simulator sends every message through it.
+  const { from, to, term } = message;
   switch (message.type) {
     case 'VoteRequest':
-      return packr.pack([...header, message.preVote, message.lastLogIndex, message.lastLogTerm, message.leadershipTransfer]);
+      return packr.pack([PROTOCOL_VERSION, TYPE_CODES.VoteRequest, from, to, term, message.preVote, message.lastLogIndex, message.lastLogTerm, message.leadershipTransfer]);
     case 'VoteResponse':
-      return packr.pack([...header, message.preVote, message.granted]);
-    case 'AppendRequest':
-      return packr.pack([
-        ...header,
-        message.prevLogIndex,
-        message.prevLogTerm,
-        message.leaderCommit,
-        message.entries.map((entry) => [entry.index, entry.term, entry.type, entry.data]),
-      ]);
+      return packr.pack([PROTOCOL_VERSION, TYPE_CODES.VoteResponse, from, to, term, message.preVote, message.granted]);
+    case 'AppendRequest': {
+      const entries = message.entries.map((entry) => [entry.index, entry.term, entry.type, entry.data]);
+      return packr.pack([PROTOCOL_VERSION, TYPE_CODES.AppendRequest, from, to, term, message.prevLogIndex, message.prevLogTerm, message.leaderCommit, entries]);
+    }
     case 'AppendResponse':
-      return packr.pack([...header, message.success, message.index, message.rejectHintIndex, message.rejectHintTerm]);
+      return packr.pack([PROTOCOL_VERSION, TYPE_CODES.AppendResponse, from, to, term, message.success, message.index, message.rejectHintIndex, message.rejectHintTerm]);
     case 'Heartbeat':
-      return packr.pack([...header, message.commit, message.context]);
+      return packr.pack([PROTOCOL_VERSION, TYPE_CODES.Heartbeat, from, to, term, message.commit, message.context]);
     case 'HeartbeatResponse':
-      return packr.pack([...header, message.context]);
+      return packr.pack([PROTOCOL_VERSION, TYPE_CODES.HeartbeatResponse, from, to, term, message.context]);
     case 'ProposeRequest':
-      return packr.pack([...header, message.requestId, message.leaderTerm, message.data]);
+      return packr.pack([PROTOCOL_VERSION, TYPE_CODES.ProposeRequest, from, to, term, message.requestId, message.leaderTerm, message.data]);
     case 'ProposeResponse':
-      return packr.pack([...header, message.requestId, message.index, message.entryTerm, message.refusal, message.leaderHint]);
+      return packr.pack([PROTOCOL_VERSION, TYPE_CODES.ProposeResponse, from, to, term, message.requestId, message.index, message.entryTerm, message.refusal, message.leaderHint]);
     case 'ReadIndexRequest':
-      return packr.pack([...header, message.requestId]);
+      return packr.pack([PROTOCOL_VERSION, TYPE_CODES.ReadIndexRequest, from, to, term, message.requestId]);
     case 'TimeoutNow':
-      return packr.pack(header);
+      return packr.pack([PROTOCOL_VERSION, TYPE_CODES.TimeoutNow, from, to, term]);
     case 'ReadIndexResponse':
-      return packr.pack([...header, message.requestId, message.index, message.refusal, message.leaderHint]);
+      return packr.pack([PROTOCOL_VERSION, TYPE_CODES.ReadIndexResponse, from, to, term, message.requestId, message.index, message.refusal, message.leaderHint]);
     case 'InstallSnapshot':
-      return packr.pack([...header, metadataFields(message.metadata), message.totalBytes, message.offset, message.data, message.done]);
+      return packr.pack([PROTOCOL_VERSION, TYPE_CODES.InstallSnapshot, from, to, term, metadataFields(message.metadata), message.totalBytes, message.offset, message.data, message.done]);
     case 'SnapshotResponse':
-      return packr.pack([...header, message.snapshotIndex, message.receivedBytes, message.gap]);
+      return packr.pack([PROTOCOL_VERSION, TYPE_CODES.SnapshotResponse, from, to, term, message.snapshotIndex, message.receivedBytes, message.gap]);
   }
 }
 
@@ -187,13 +185,12 @@ export function validateMessage(value: unknown): Message {
   const from = fields.nodeId('from');
   const to = fields.nodeId('to');
   const messageTerm = fields.integer('term') as Term;
-  const header = { from, to, term: messageTerm };
   let message: Message;
   switch (typeCode) {
     case TYPE_CODES.VoteRequest:
       message = {
         type: 'VoteRequest',
-        ...header,
+        from, to, term: messageTerm,
         preVote: fields.boolean('preVote'),
         lastLogIndex: fields.integer('lastLogIndex') as LogIndex,
         lastLogTerm: fields.integer('lastLogTerm') as Term,
@@ -201,20 +198,20 @@ export function validateMessage(value: unknown): Message {
       };
       break;
     case TYPE_CODES.VoteResponse:
-      message = { type: 'VoteResponse', ...header, preVote: fields.boolean('preVote'), granted: fields.boolean('granted') };
+      message = { type: 'VoteResponse', from, to, term: messageTerm, preVote: fields.boolean('preVote'), granted: fields.boolean('granted') };
       break;
     case TYPE_CODES.AppendRequest: {
       const prevLogIndex = fields.integer('prevLogIndex') as LogIndex;
       const prevLogTerm = fields.integer('prevLogTerm') as Term;
       const leaderCommit = fields.integer('leaderCommit') as LogIndex;
       const entries = readEntries(fields.array('entries'), prevLogIndex, messageTerm);
-      message = { type: 'AppendRequest', ...header, prevLogIndex, prevLogTerm, leaderCommit, entries };
+      message = { type: 'AppendRequest', from, to, term: messageTerm, prevLogIndex, prevLogTerm, leaderCommit, entries };
       break;
     }
     case TYPE_CODES.AppendResponse:
       message = {
         type: 'AppendResponse',
-        ...header,
+        from, to, term: messageTerm,
         success: fields.boolean('success'),
         index: fields.integer('index') as LogIndex,
         rejectHintIndex: fields.integer('rejectHintIndex') as LogIndex,
@@ -222,28 +219,28 @@ export function validateMessage(value: unknown): Message {
       };
       break;
     case TYPE_CODES.Heartbeat:
-      message = { type: 'Heartbeat', ...header, commit: fields.integer('commit') as LogIndex, context: fields.integer('context') };
+      message = { type: 'Heartbeat', from, to, term: messageTerm, commit: fields.integer('commit') as LogIndex, context: fields.integer('context') };
       break;
     case TYPE_CODES.HeartbeatResponse:
-      message = { type: 'HeartbeatResponse', ...header, context: fields.integer('context') };
+      message = { type: 'HeartbeatResponse', from, to, term: messageTerm, context: fields.integer('context') };
       break;
     case TYPE_CODES.TimeoutNow:
-      message = { type: 'TimeoutNow', ...header };
+      message = { type: 'TimeoutNow', from, to, term: messageTerm };
       break;
     case TYPE_CODES.ReadIndexRequest:
-      message = { type: 'ReadIndexRequest', ...header, requestId: fields.integer('requestId') };
+      message = { type: 'ReadIndexRequest', from, to, term: messageTerm, requestId: fields.integer('requestId') };
       break;
     case TYPE_CODES.ReadIndexResponse: {
       const requestId = fields.integer('requestId');
       const index = fields.integer('index') as LogIndex;
       const refusal = readRefusal(fields.any('refusal'));
-      message = { type: 'ReadIndexResponse', ...header, requestId, index, refusal, leaderHint: readLeaderHint(fields.any('leaderHint')) };
+      message = { type: 'ReadIndexResponse', from, to, term: messageTerm, requestId, index, refusal, leaderHint: readLeaderHint(fields.any('leaderHint')) };
       break;
     }
     case TYPE_CODES.ProposeRequest:
       message = {
         type: 'ProposeRequest',
-        ...header,
+        from, to, term: messageTerm,
         requestId: fields.integer('requestId'),
         leaderTerm: fields.integer('leaderTerm') as Term,
         data: fields.bytes('data'),
@@ -254,7 +251,7 @@ export function validateMessage(value: unknown): Message {
       const index = fields.integer('index') as LogIndex;
       const entryTerm = fields.integer('entryTerm') as Term;
       const refusal = readRefusal(fields.any('refusal'));
-      message = { type: 'ProposeResponse', ...header, requestId, index, entryTerm, refusal, leaderHint: readLeaderHint(fields.any('leaderHint')) };
+      message = { type: 'ProposeResponse', from, to, term: messageTerm, requestId, index, entryTerm, refusal, leaderHint: readLeaderHint(fields.any('leaderHint')) };
       break;
     }
     case TYPE_CODES.InstallSnapshot: {
@@ -267,13 +264,13 @@ export function validateMessage(value: unknown): Message {
       const done = fields.boolean('done');
       if (offset + data.byteLength > totalBytes) throw new DecodeError(`snapshot chunk at ${offset} of ${data.byteLength} bytes overruns the ${totalBytes}-byte snapshot`);
       if (done !== (offset + data.byteLength === totalBytes)) throw new DecodeError('snapshot chunk done flag does not match its position');
-      message = { type: 'InstallSnapshot', ...header, metadata, totalBytes, offset, data, done };
+      message = { type: 'InstallSnapshot', from, to, term: messageTerm, metadata, totalBytes, offset, data, done };
       break;
     }
     case TYPE_CODES.SnapshotResponse:
       message = {
         type: 'SnapshotResponse',
-        ...header,
+        from, to, term: messageTerm,
         snapshotIndex: fields.integer('snapshotIndex') as LogIndex,
         receivedBytes: fields.integer('receivedBytes'),
         gap: fields.boolean('gap'),
@@ -291,7 +288,7 @@ function readEntries(values: readonly unknown[], prevLogIndex: LogIndex, message
   const entries: Entry[] = [];
   let previousTerm = 0;
   for (let position = 0; position < values.length; position++) {
-    const fields = new Reader(values[position], `entries[${position}]`);
+    const fields = new Reader(values[position], 'entries', position);
     const index = fields.integer('index');
     const entryTerm = fields.integer('term');
     const type = fields.integer('type');
@@ -318,9 +315,10 @@ function readLeaderHint(value: unknown): NodeId | null {
   return value === null ? null : checkNodeId('leaderHint', value);
 }
 
-function checkNodeId(field: string, value: unknown): NodeId {
+/** `value` as a node id; `context` (when given) prefixes `field` in the error, built only on failure. */
+function checkNodeId(field: string, value: unknown, context?: string): NodeId {
   if (typeof value !== 'string' || value.length === 0 || value.length > MAX_NODE_ID_LENGTH) {
-    throw new DecodeError(`${field} is not a node id`);
+    throw new DecodeError(`${context === undefined ? '' : `${context}.`}${field} is not a node id`);
   }
   return value as NodeId;
 }
@@ -330,50 +328,60 @@ class Reader {
   private position = 0;
   private readonly values: readonly unknown[];
 
+  /**
+   * @param context what the array is, for errors (`message`, `metadata`, `entries`)
+   * @param indexInList the array's position in its list (`entries[3]`), or -1; kept apart from
+   *   `context` so that the name is built only when a field is refused
+   */
   constructor(
     value: unknown,
     private readonly context = 'message',
+    private readonly indexInList = -1,
   ) {
-    if (!Array.isArray(value)) throw new DecodeError(`${context} is not an array`);
+    if (!Array.isArray(value)) throw new DecodeError(`${this.where()} is not an array`);
     this.values = value;
   }
 
+  private where(): string {
+    return this.indexInList < 0 ? this.context : `${this.context}[${this.indexInList}]`;
+  }
+
   any(field: string): unknown {
-    if (this.position >= this.values.length) throw new DecodeError(`${this.context} is missing ${field}`);
+    if (this.position >= this.values.length) throw new DecodeError(`${this.where()} is missing ${field}`);
     return this.values[this.position++];
   }
 
   integer(field: string): number {
     const value = this.any(field);
     if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < 0) {
-      throw new DecodeError(`${this.context}.${field} is not a non-negative safe integer`);
+      throw new DecodeError(`${this.where()}.${field} is not a non-negative safe integer`);
     }
     return value;
   }
 
   boolean(field: string): boolean {
     const value = this.any(field);
-    if (typeof value !== 'boolean') throw new DecodeError(`${this.context}.${field} is not a boolean`);
+    if (typeof value !== 'boolean') throw new DecodeError(`${this.where()}.${field} is not a boolean`);
     return value;
   }
 
   nodeId(field: string): NodeId {
-    return checkNodeId(`${this.context}.${field}`, this.any(field));
+    return checkNodeId(field, this.any(field), this.where());
   }
 
   bytes(field: string): Uint8Array {
     const value = this.any(field);
-    if (!(value instanceof Uint8Array)) throw new DecodeError(`${this.context}.${field} is not binary`);
+    if (!(value instanceof Uint8Array)) throw new DecodeError(`${this.where()}.${field} is not binary`);
     return value;
   }
 
   array(field: string): readonly unknown[] {
     const value = this.any(field);
-    if (!Array.isArray(value)) throw new DecodeError(`${this.context}.${field} is not an array`);
+    if (!Array.isArray(value)) throw new DecodeError(`${this.where()}.${field} is not an array`);
     return value;
   }
 
   end(): void {
-    if (this.position !== this.values.length) throw new DecodeError(`${this.context} has ${this.values.length - this.position} unexpected trailing fields`);
+    if (this.position !== this.values.length) throw new DecodeError(`${this.where()} has ${this.values.length - this.position} unexpected trailing fields`);
   }
 }
