@@ -157,6 +157,9 @@ interface PendingMembershipChange {
   readonly membership: Membership;
 }
 
+/** The logger of a node created without one: shared, since creating a pino logger is not cheap. */
+const SILENT_LOGGER = pino({ level: 'silent' });
+
 /** How many applied results are kept to answer a forwarded proposal whose entry applied first. */
 const RECENT_RESULTS_KEPT = 4096;
 
@@ -226,7 +229,7 @@ export class RaftNode<Result = unknown> {
     this.id = config.id;
     this.config = config;
     this.rawNode = rawNode;
-    this.logger = (options.logger ?? pino({ level: 'silent' })).child({ node: config.id });
+    this.logger = (options.logger ?? SILENT_LOGGER).child({ node: config.id });
     this.tickIntervalMs = options.tickIntervalMs ?? 100;
     this.proposalTimeoutMs = options.proposalTimeoutMs ?? 5_000;
     this.maxPendingProposals = options.maxPendingProposals ?? 10_000;
