@@ -19,6 +19,7 @@ import { DEFAULT_KV_WORKLOAD, KvStateMachine, KvWorkload, encodeKvCommand, type 
 import { checkLinearizable, type HistoryEvent } from './linearizability.js';
 import { NS_PER_MS, SILENT_LOGGER, World, localTimeNs, type DiskOperation, type NodeSlot, type WorldEvent } from './world.js';
 import { TimelineRecorder, type SimulationTimeline } from './trace-viewer.js';
+import type { ScheduledEvent } from './event-queue.js';
 
 /** Options of one run. Everything not given is derived from the seed or defaulted. */
 export interface SimulationOptions {
@@ -181,7 +182,7 @@ const MAX_QUEUED_EVENTS = 200_000;
 
 /** Microtask turns granted after each event, so promise continuations finish before the next event. */
 const MICROTASK_TURNS_PER_EVENT = 4;
-/** Awaiting an already-resolved promise yields exactly one microtask turn. */
+/** A `then` callback on an already-resolved promise runs after exactly one microtask turn. */
 const MICROTASK_TURN = Promise.resolve();
 
 /**
@@ -489,41 +490,88 @@ export class Simulation {
     }
   }
 
-  private async loop(untilNs: number, stopAtLiveness: boolean): Promise<void> {
+  /**
+   * Processes events until `untilNs` (or a violation, or liveness when `stopAtLiveness`). After each
+   * event the loop grants {@link MICROTASK_TURNS_PER_EVENT} microtask turns, so that promise
+   * continuations the event started run at its simulated time. The turns are a chain of `then`
+   * callbacks rather than `await`s in an async loop: the same jobs in the same order (each turn queues
+   * one job at the tail of the microtask queue), at about half the cost, and this runs for every event.
+   */
+  private loop(untilNs: number, stopAtLiveness: boolean): Promise<void> {
     const world = this.world;
-    if (this.violation !== null) return;
-    // Let work started outside the loop (a node starting, a proposal) reach the queue first.
-    for (let turn = 0; turn < MICROTASK_TURNS_PER_EVENT; turn++) await MICROTASK_TURN;
-    while (world.steps < this.maxSteps) {
-      const next = world.queue.peek();
-      if (next === undefined || next.timeNs > untilNs) {
-        world.nowNs = Math.max(world.nowNs, untilNs);
+    return new Promise<void>((resolve, reject) => {
+      if (this.violation !== null) {
+        resolve();
         return;
       }
-      const event = world.queue.pop();
-      if (event === undefined) return;
-      world.nowNs = Math.max(world.nowNs, event.timeNs);
-      const target = event.payload.node;
-      if (target !== null) {
-        const slot = world.node(target);
-        if (slot.pausedUntilNs > world.nowNs) {
-          // A paused process does nothing; what reaches it waits until it resumes.
-          world.queue.push(slot.pausedUntilNs, event.payload);
-          continue;
+      let turnsLeft = MICROTASK_TURNS_PER_EVENT;
+      /** Whether an event was dispatched and awaits its post-event checks. */
+      let dispatched = false;
+      /** The node of the event dispatched last (null: a world action). */
+      let target: number | null = null;
+      const turn = (): void => {
+        try {
+          if (--turnsLeft > 0) {
+            void MICROTASK_TURN.then(turn);
+            return;
+          }
+          if (dispatched) {
+            if (this.currentViolation() !== null) {
+              resolve();
+              return;
+            }
+            if (target !== null) this.observe(target);
+            if (stopAtLiveness && this.livenessAtNs !== null) {
+              resolve();
+              return;
+            }
+          }
+          // Let work started outside the loop (a node starting, a proposal) reach the queue first:
+          // the first event too comes after the turns.
+          let event: ScheduledEvent<WorldEvent> | undefined;
+          for (;;) {
+            if (world.steps >= this.maxSteps) {
+              throw new ViolationError({ property: 'Liveness', message: `step bound of ${this.maxSteps} events reached`, nodes: [], step: world.steps, timeNs: world.nowNs });
+            }
+            const next = world.queue.peek();
+            if (next === undefined || next.timeNs > untilNs) {
+              world.nowNs = Math.max(world.nowNs, untilNs);
+              resolve();
+              return;
+            }
+            event = world.queue.pop();
+            if (event === undefined) {
+              resolve();
+              return;
+            }
+            world.nowNs = Math.max(world.nowNs, event.timeNs);
+            const node = event.payload.node;
+            if (node !== null) {
+              const slot = world.node(node);
+              if (slot.pausedUntilNs > world.nowNs) {
+                // A paused process does nothing; what reaches it waits until it resumes.
+                world.queue.push(slot.pausedUntilNs, event.payload);
+                continue;
+              }
+            }
+            break;
+          }
+          world.steps++;
+          this.checker.at(world.steps, world.nowNs);
+          if (world.queue.size > MAX_QUEUED_EVENTS) {
+            throw new ViolationError({ property: 'Liveness', message: `more than ${MAX_QUEUED_EVENTS} events queued: a message storm`, nodes: [], step: world.steps, timeNs: world.nowNs });
+          }
+          target = event.payload.node;
+          dispatched = true;
+          this.dispatch(event.payload);
+          turnsLeft = MICROTASK_TURNS_PER_EVENT;
+          void MICROTASK_TURN.then(turn);
+        } catch (error) {
+          reject(error);
         }
-      }
-      world.steps++;
-      this.checker.at(world.steps, world.nowNs);
-      if (world.queue.size > MAX_QUEUED_EVENTS) {
-        throw new ViolationError({ property: 'Liveness', message: `more than ${MAX_QUEUED_EVENTS} events queued: a message storm`, nodes: [], step: world.steps, timeNs: world.nowNs });
-      }
-      this.dispatch(event.payload);
-      for (let turn = 0; turn < MICROTASK_TURNS_PER_EVENT; turn++) await MICROTASK_TURN;
-      if (this.currentViolation() !== null) return;
-      if (target !== null) this.observe(target);
-      if (stopAtLiveness && this.livenessAtNs !== null) return;
-    }
-    throw new ViolationError({ property: 'Liveness', message: `step bound of ${this.maxSteps} events reached`, nodes: [], step: world.steps, timeNs: world.nowNs });
+      };
+      void MICROTASK_TURN.then(turn);
+    });
   }
 
   private dispatch(event: WorldEvent): void {
