@@ -567,7 +567,7 @@ export class Simulation {
           turnsLeft = MICROTASK_TURNS_PER_EVENT;
           void MICROTASK_TURN.then(turn);
         } catch (error) {
-          reject(error);
+          reject(error instanceof Error ? error : new Error(String(error)));
         }
       };
       void MICROTASK_TURN.then(turn);
