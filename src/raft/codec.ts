@@ -41,6 +41,10 @@ const packr = new Packr({ useRecords: false, variableMapSize: true });
 // copyBuffers: decoded payloads must not alias (and pin) the caller's receive buffer.
 const unpackr = new Unpackr({ useRecords: false, copyBuffers: true, mapsAsObjects: false });
 
+/** Messages up to this size (heartbeats, votes, answers, small appends) are decoded from {@link decodeScratch}. */
+const DECODE_SCRATCH_BYTES = 4096;
+const decodeScratch = new Uint8Array(DECODE_SCRATCH_BYTES);
+
 /** Encodes a message for the wire. */
 export function encodeMessage(message: Message): Uint8Array {
   // Each layout is written out whole (no spread of a shared header): this runs for every message
@@ -169,7 +173,15 @@ export function decodeMessage(bytes: Uint8Array): Message {
   }
   let value: unknown;
   try {
-    value = unpackr.unpack(bytes);
+    if (bytes.byteLength <= DECODE_SCRATCH_BYTES) {
+      // msgpackr creates (and caches on the array) a DataView for every new input array, which costs
+      // more than decoding a small message; a copy into one reused buffer costs much less. Nothing
+      // decoded aliases the buffer: binary fields are copied out (copyBuffers), strings are strings.
+      decodeScratch.set(bytes);
+      value = unpackr.unpack(decodeScratch, bytes.byteLength);
+    } else {
+      value = unpackr.unpack(bytes);
+    }
   } catch (error) {
     throw new DecodeError('not valid msgpack', { cause: error });
   }

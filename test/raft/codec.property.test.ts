@@ -270,6 +270,24 @@ describe('round trip', () => {
       { seed: SEED, numRuns: 500 },
     );
   });
+
+  it('decoding reuses no state between messages: a truncated encoding after a longer one is refused, earlier results stay intact', () => {
+    // Small messages are decoded from one reused buffer; the bytes a longer message left there must
+    // never complete a shorter, truncated one, and nothing decoded may alias that buffer.
+    fc.assert(
+      fc.property(messageArb, messageArb, fc.boolean(), fc.nat(), (first, other, same, cut) => {
+        // The same message twice is the case where stale bytes would complete the truncated copy.
+        const second = same ? first : other;
+        const firstDecoded = decodeMessage(encodeCopy(first));
+        const secondBytes = encodeCopy(second);
+        const truncated = secondBytes.slice(0, cut % secondBytes.byteLength);
+        expect(() => decodeMessage(truncated)).toThrow(DecodeError);
+        expect(plain(decodeMessage(secondBytes))).toStrictEqual(plain(second));
+        expect(plain(firstDecoded)).toStrictEqual(plain(first));
+      }),
+      { seed: SEED, numRuns: 1_000 },
+    );
+  });
 });
 
 describe('hostile input', () => {
