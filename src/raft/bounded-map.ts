@@ -11,14 +11,14 @@
  */
 export class BoundedMap<K, V> {
   private readonly values = new Map<K, V>();
-  private readonly ring: (K | undefined)[];
+  /** Keys in insertion order, oldest at `next` once full; grows up to `capacity` (not preallocated). */
+  private readonly ring: K[] = [];
   private next = 0;
   /** Whether any entry was ever evicted (so a missing key may have been forgotten). */
   hasEvicted = false;
 
   constructor(readonly capacity: number) {
     if (!Number.isSafeInteger(capacity) || capacity < 1) throw new RangeError(`capacity must be a positive integer, got ${capacity}`);
-    this.ring = new Array<K | undefined>(capacity).fill(undefined);
   }
 
   get size(): number {
@@ -32,13 +32,14 @@ export class BoundedMap<K, V> {
   /** Inserts or replaces; a new key may evict the oldest key still in the ring. */
   set(key: K, value: V): void {
     if (!this.values.has(key)) {
-      const evicted = this.ring[this.next];
-      if (evicted !== undefined) {
-        this.values.delete(evicted);
+      if (this.ring.length < this.capacity) {
+        this.ring.push(key);
+      } else {
+        this.values.delete(this.ring[this.next] as K);
         this.hasEvicted = true;
+        this.ring[this.next] = key;
+        this.next = (this.next + 1) % this.capacity;
       }
-      this.ring[this.next] = key;
-      this.next = (this.next + 1) % this.capacity;
     }
     this.values.set(key, value);
   }

@@ -15,10 +15,22 @@ export function quorumSize(voterCount: number): number {
  * no known match counts as 0.
  */
 export function committedIndex(voters: readonly NodeId[], matchIndexOf: (voter: NodeId) => LogIndex): LogIndex {
-  const matches = voters.map(matchIndexOf).sort((a, b) => b - a);
+  // An insertion sort (descending) into a reused array: this runs on every acknowledgement, and a
+  // cluster has a handful of voters, so allocating and sorting a fresh array each time cost more.
+  const matches = matchScratch;
+  const count = voters.length;
+  for (let position = 0; position < count; position++) {
+    const match = matchIndexOf(voters[position] as NodeId);
+    let slot = position;
+    for (; slot > 0 && (matches[slot - 1] as number) < match; slot--) matches[slot] = matches[slot - 1] as number;
+    matches[slot] = match;
+  }
   // The quorum-th largest match index is held by at least a quorum of voters.
-  return matches[quorumSize(voters.length) - 1] ?? (0 as LogIndex);
+  return count === 0 ? (0 as LogIndex) : ((matches[quorumSize(count) - 1] ?? 0) as LogIndex);
 }
+
+/** Scratch space of {@link committedIndex} (it grows to the largest voter count seen). */
+const matchScratch: number[] = [];
 
 /** Outcome of an election so far. */
 export type VoteOutcome = 'Won' | 'Lost' | 'Pending';
