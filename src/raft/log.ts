@@ -8,6 +8,9 @@ import { decodeMembership } from './codec.js';
 import { invariant } from './errors.js';
 import { EntryType, type Entry, type LogIndex, type Membership, type SnapshotMetadata, type Term } from './types.js';
 
+/** The empty batch, shared (frozen) so that a Ready with nothing to write or apply allocates none. */
+const NO_ENTRIES: readonly Entry[] = Object.freeze([]);
+
 /** Payload bytes of an entry, the unit of every byte limit in the core. */
 export function entryBytes(entry: Entry): number {
   return entry.data.byteLength;
@@ -290,9 +293,9 @@ export class RaftLog {
    * Committed entries not yet handed out, up to `maxCount`; marks them as being applied. Only durable
    * entries are handed out, so a node never applies what a crash could make it forget.
    */
-  takeEntriesToApply(maxCount: number): Entry[] {
+  takeEntriesToApply(maxCount: number): readonly Entry[] {
     const upTo = Math.min(this.committedIndex, this.stableIndex, this.applyingIndex + maxCount);
-    if (upTo <= this.applyingIndex) return [];
+    if (upTo <= this.applyingIndex) return NO_ENTRIES;
     const result = this.slice((this.applyingIndex + 1) as LogIndex, upTo - this.applyingIndex, Number.POSITIVE_INFINITY);
     this.applyingIndex = upTo as LogIndex;
     return result;
@@ -311,8 +314,8 @@ export class RaftLog {
   }
 
   /** Entries not yet handed to Storage; marks them as being persisted. */
-  takeUnstableEntries(): Entry[] {
-    if (!this.hasUnstableEntries()) return [];
+  takeUnstableEntries(): readonly Entry[] {
+    if (!this.hasUnstableEntries()) return NO_ENTRIES;
     const result = this.entries.slice(this.persistingIndex - this.offset);
     this.persistingIndex = this.lastIndex();
     return result;

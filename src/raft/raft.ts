@@ -146,6 +146,9 @@ export type TransferOutcome =
 /** Most reads a leader holds waiting for confirmation; more are refused (ProposalDropped). */
 const MAX_PENDING_READS = 100_000;
 
+/** The empty list handed out for an empty output, shared (frozen) so that an idle Ready allocates none. */
+const NOTHING: readonly never[] = Object.freeze([]);
+
 /** Replication progress of one peer as reported in {@link RaftStatus}. */
 export interface PeerProgress {
   readonly match: LogIndex;
@@ -421,18 +424,28 @@ export class Raft {
   }
 
   /** Takes the queued outputs. */
-  takeOutput(): { messages: Message[]; messagesAfterPersist: Message[]; forwardedOutcomes: ForwardedProposalOutcome[]; readStates: ReadState[] } {
+  takeOutput(): {
+    readonly messages: readonly Message[];
+    readonly messagesAfterPersist: readonly Message[];
+    readonly forwardedOutcomes: readonly ForwardedProposalOutcome[];
+    readonly readStates: readonly ReadState[];
+  } {
     if (this.appendPending) {
       this.appendPending = false;
       if (this.currentRole === 'Leader') this.broadcastAppend(false);
     }
     if (this.readsUnsent.length > 0 && this.currentRole === 'Leader') this.startReadRound();
-    const output = { messages: this.outbox, messagesAfterPersist: this.outboxAfterPersist, forwardedOutcomes: this.forwardedOutcomes, readStates: this.readStates };
-    this.outbox = [];
-    this.outboxAfterPersist = [];
-    this.forwardedOutcomes = [];
-    this.readStates = [];
-    return output;
+    // Most Readies leave some of these lists empty: those hand out the shared empty list and keep
+    // their buffer, instead of allocating a new one per Ready.
+    const messages = this.outbox.length === 0 ? NOTHING : this.outbox;
+    const messagesAfterPersist = this.outboxAfterPersist.length === 0 ? NOTHING : this.outboxAfterPersist;
+    const forwardedOutcomes = this.forwardedOutcomes.length === 0 ? NOTHING : this.forwardedOutcomes;
+    const readStates = this.readStates.length === 0 ? NOTHING : this.readStates;
+    if (messages.length > 0) this.outbox = [];
+    if (messagesAfterPersist.length > 0) this.outboxAfterPersist = [];
+    if (forwardedOutcomes.length > 0) this.forwardedOutcomes = [];
+    if (readStates.length > 0) this.readStates = [];
+    return { messages, messagesAfterPersist, forwardedOutcomes, readStates };
   }
 
   /**

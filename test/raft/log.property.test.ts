@@ -134,7 +134,7 @@ class Model {
   /** What Storage holds once every write it finished has landed. */
   storage: Entry[];
   /** Batches handed to Storage and not yet acknowledged by persisted(). */
-  inflight: Entry[][] = [];
+  inflight: (readonly Entry[])[] = [];
   /** Every entry handed out for applying, in order. */
   appliedLog: Entry[] = [];
   /** The log's committed prefix as last observed; committed entries must never change. */
