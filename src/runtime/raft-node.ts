@@ -604,13 +604,19 @@ export class RaftNode<Result = unknown> {
   /** Fails every proposal whose deadline has passed (bounded by maxPendingProposals). */
   private expireProposals(): void {
     const nowMs = this.options.clock.nowMs();
-    for (const read of [...this.pendingReads.values()]) {
+    // Iterated without copies (this runs every tick): forgetting deletes the visited entry, which is
+    // safe while iterating a Map, and rejecting runs no callback synchronously.
+    for (const read of this.pendingReads.values()) {
       if (read.deadlineMs > nowMs) continue;
       this.forgetRead(read);
       read.reject(new ProposalTimeoutError(read.timeoutMs));
     }
-    if (this.pendingByRequest.size === 0 && this.pendingByIndex.size === 0) return;
-    for (const pending of [...this.pendingByRequest.values(), ...this.pendingByIndex.values()]) {
+    for (const pending of this.pendingByRequest.values()) {
+      if (pending.deadlineMs > nowMs) continue;
+      this.forget(pending);
+      pending.reject(new ProposalTimeoutError(pending.timeoutMs));
+    }
+    for (const pending of this.pendingByIndex.values()) {
       if (pending.deadlineMs > nowMs) continue;
       this.forget(pending);
       pending.reject(new ProposalTimeoutError(pending.timeoutMs));
@@ -832,7 +838,9 @@ export class RaftNode<Result = unknown> {
   /** Resolves every granted read whose index this node has applied. */
   private completeReads(): void {
     if (this.pendingReads.size === 0) return;
-    for (const read of [...this.pendingReads.values()]) {
+    // No copy of the map: deleting the entry being visited is safe while iterating a Map, and
+    // settling a promise runs no callback synchronously. (This runs after every Ready.)
+    for (const read of this.pendingReads.values()) {
       if (read.index === null || read.index > this.appliedIndex) continue;
       this.forgetRead(read);
       read.resolve(read.index);
