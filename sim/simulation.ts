@@ -19,7 +19,6 @@ import { DEFAULT_KV_WORKLOAD, KvStateMachine, KvWorkload, encodeKvCommand, type 
 import { checkLinearizable, type HistoryEvent } from './linearizability.js';
 import { NS_PER_MS, SILENT_LOGGER, World, localTimeNs, type DiskOperation, type NodeSlot, type WorldEvent } from './world.js';
 import { TimelineRecorder, type SimulationTimeline } from './trace-viewer.js';
-import type { ScheduledEvent } from './event-queue.js';
 
 /** Options of one run. Everything not given is derived from the seed or defaulted. */
 export interface SimulationOptions {
@@ -528,13 +527,14 @@ export class Simulation {
           }
           // Let work started outside the loop (a node starting, a proposal) reach the queue first:
           // the first event too comes after the turns.
-          let event: ScheduledEvent<WorldEvent> | undefined;
+          let event: WorldEvent | undefined;
           for (;;) {
             if (world.steps >= this.maxSteps) {
               throw new ViolationError({ property: 'Liveness', message: `step bound of ${this.maxSteps} events reached`, nodes: [], step: world.steps, timeNs: world.nowNs });
             }
-            const next = world.queue.peek();
-            if (next === undefined || next.timeNs > untilNs) {
+            const eventTimeNs = world.queue.peekTimeNs();
+            if (eventTimeNs > untilNs) {
+              // Also when the queue is empty (Infinity).
               world.nowNs = Math.max(world.nowNs, untilNs);
               resolve();
               return;
@@ -544,13 +544,13 @@ export class Simulation {
               resolve();
               return;
             }
-            world.nowNs = Math.max(world.nowNs, event.timeNs);
-            const node = event.payload.node;
+            world.nowNs = Math.max(world.nowNs, eventTimeNs);
+            const node = event.node;
             if (node !== null) {
               const slot = world.node(node);
               if (slot.pausedUntilNs > world.nowNs) {
                 // A paused process does nothing; what reaches it waits until it resumes.
-                world.queue.push(slot.pausedUntilNs, event.payload);
+                world.queue.push(slot.pausedUntilNs, event);
                 continue;
               }
             }
@@ -561,9 +561,9 @@ export class Simulation {
           if (world.queue.size > MAX_QUEUED_EVENTS) {
             throw new ViolationError({ property: 'Liveness', message: `more than ${MAX_QUEUED_EVENTS} events queued: a message storm`, nodes: [], step: world.steps, timeNs: world.nowNs });
           }
-          target = event.payload.node;
+          target = event.node;
           dispatched = true;
-          this.dispatch(event.payload);
+          this.dispatch(event);
           turnsLeft = MICROTASK_TURNS_PER_EVENT;
           void MICROTASK_TURN.then(turn);
         } catch (error) {
