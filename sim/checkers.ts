@@ -99,10 +99,10 @@ export class SafetyChecker {
   }
 
   /**
-   * A batch became durable on `node`'s disk. `storedTermAt` reads the durable log after the write
-   * (the term of the stored entry at an index, if held).
+   * A batch became durable on `node`'s disk. `storedLog.termAt` reads the durable log after the
+   * write (the term of the stored entry at an index, if held).
    */
-  onDurableWrite(node: string, hardState: HardState | null, entries: readonly Entry[], storedTermAt: (index: number) => number | undefined): void {
+  onDurableWrite(node: string, hardState: HardState | null, entries: readonly Entry[], storedLog: { termAt(index: number): number | undefined }): void {
     if (hardState !== null) {
       const previous = this.durable.get(node);
       if (previous !== undefined) {
@@ -124,7 +124,7 @@ export class SafetyChecker {
       this.durable.set(node, hardState);
     }
     for (const entry of entries) {
-      const previousTerm = entry.index === 1 ? 0 : (storedTermAt(entry.index - 1) ?? -1);
+      const previousTerm = entry.index === 1 ? 0 : (storedLog.termAt(entry.index - 1) ?? -1);
       this.checkEntry(node, entry, previousTerm);
     }
   }

@@ -613,7 +613,6 @@ export class Simulation {
   private applyDiskOperation(slot: NodeSlot, operation: DiskOperation): void {
     const disk = slot.disk;
     disk.apply(operation);
-    const termAt = (index: number): number | undefined => disk.termAt(index);
     if (operation.kind === 'snapshot') {
       this.checker.onSnapshot(slot.id, operation.snapshot);
       this.world.record(() => `disk ${slot.id} snapshot=${operation.snapshot.metadata.index} compact=${operation.compactIndex}`);
@@ -621,11 +620,14 @@ export class Simulation {
     }
     const { batch } = operation;
     if (batch.snapshot !== null) this.checker.onSnapshot(slot.id, batch.snapshot);
-    this.checker.onDurableWrite(slot.id, batch.hardState, batch.entries, termAt);
-    this.world.record(
-      () =>
-        `disk ${slot.id}${batch.snapshot === null ? '' : ` install=${batch.snapshot.metadata.index}`} entries=${batch.entries.length} hard=${batch.hardState === null ? '-' : `${batch.hardState.term}/${String(batch.hardState.vote)}/${batch.hardState.commit}`}`,
-    );
+    this.checker.onDurableWrite(slot.id, batch.hardState, batch.entries, disk);
+    // Checked here too, so that an untraced run (every disk write) builds no closure.
+    if (this.world.trace !== null) {
+      this.world.record(
+        () =>
+          `disk ${slot.id}${batch.snapshot === null ? '' : ` install=${batch.snapshot.metadata.index}`} entries=${batch.entries.length} hard=${batch.hardState === null ? '-' : `${batch.hardState.term}/${String(batch.hardState.vote)}/${batch.hardState.commit}`}`,
+      );
+    }
   }
 
   private observe(index: number): void {
@@ -776,7 +778,7 @@ export class Simulation {
           const kept = entries.slice(0, world.between(0, entries.length));
           if (kept.length > 0) {
             slot.disk.appendEntries(kept);
-            this.checker.onDurableWrite(slot.id, null, kept, (at) => slot.disk.termAt(at));
+            this.checker.onDurableWrite(slot.id, null, kept, slot.disk);
           }
           torn = `prefix ${kept.length}/${entries.length}`;
         } else {
