@@ -24,6 +24,14 @@ export type KvResult = { readonly f: 'read'; readonly value: KvValue } | { reado
 const packr = new Packr({ useRecords: false });
 const unpackr = new Unpackr({ useRecords: false });
 
+/**
+ * Commands (a few dozen bytes) are decoded from one reused buffer: msgpackr builds a DataView for
+ * every new input array, which cost more than decoding the command, and every node decodes every
+ * command it applies. Nothing decoded aliases the buffer (commands hold only strings and numbers).
+ */
+const DECODE_SCRATCH_BYTES = 1024;
+const decodeScratch = new Uint8Array(DECODE_SCRATCH_BYTES);
+
 /** Encodes a command for the log. */
 export function encodeKvCommand(command: KvCommand): Uint8Array {
   switch (command.f) {
@@ -44,7 +52,12 @@ function isValue(value: unknown): value is KvValue {
 export function decodeKvCommand(bytes: Uint8Array): KvCommand | null {
   let value: unknown;
   try {
-    value = unpackr.unpack(bytes);
+    if (bytes.byteLength <= DECODE_SCRATCH_BYTES) {
+      decodeScratch.set(bytes);
+      value = unpackr.unpack(decodeScratch, bytes.byteLength);
+    } else {
+      value = unpackr.unpack(bytes);
+    }
   } catch {
     return null;
   }
