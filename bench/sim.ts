@@ -24,11 +24,11 @@ interface Variant {
 }
 
 /**
- * Seeds per run of the sweep variant, as a multiple of {@link SimBenchOptions.seedsPerRun}: a sweep
- * starts its worker threads (and warms their JIT) in every run, which only many seeds amortize, as
- * in a real sweep.
+ * Seeds per run of the sweep variant, as a multiple of {@link SimBenchOptions.seedsPerRun} (400 in a
+ * full run, the size of a CI sweep): a sweep starts its worker threads (and warms their JIT) in every
+ * run, which only many seeds amortize, as in a real sweep.
  */
-const SWEEP_SEEDS_FACTOR = 5;
+const SWEEP_SEEDS_FACTOR = 20;
 
 function variants(): readonly Variant[] {
   const cores = availableParallelism();
