@@ -24,7 +24,6 @@
 import { Unpackr } from 'msgpackr';
 import type { LogIndex } from '../src/raft/index.js';
 import { sleepOn, type Clock } from '../src/runtime/index.js';
-import { SILENT_LOGGER } from './world.js';
 import { decodeLeaseCommand, type LeaseNode, type LeaseResult } from '../src/lease/index.js';
 import { MaintenanceOrchestrator, occurrencesBetween, resolveSchedule, type JobContext, type OrchestratorBug, type ScheduleOptions } from '../src/maintenance/index.js';
 
@@ -143,7 +142,6 @@ export class MaintenanceWorkload {
       clock,
       // The node's skewed, drifting clock is its wall clock: occurrences are computed from it.
       wallClock: { nowMs: () => clock.nowMs() },
-      logger: SILENT_LOGGER,
       metrics: false,
       pollIntervalMs: 50,
       maxConcurrentJobs: 2,

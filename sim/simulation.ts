@@ -17,7 +17,7 @@ import { SafetyChecker, ViolationError, type Violation } from './checkers.js';
 import { enabledFaults, swarmFaults, type FaultConfig } from './faults.js';
 import { DEFAULT_KV_WORKLOAD, KvStateMachine, KvWorkload, encodeKvCommand, type KvResult, type KvWorkloadOptions } from './kv.js';
 import { checkLinearizable, type HistoryEvent } from './linearizability.js';
-import { NS_PER_MS, SILENT_LOGGER, World, localTimeNs, type DiskOperation, type NodeSlot, type WorldEvent } from './world.js';
+import { NS_PER_MS, World, localTimeNs, type DiskOperation, type NodeSlot, type WorldEvent } from './world.js';
 import { TimelineRecorder, type SimulationTimeline } from './trace-viewer.js';
 
 /** Options of one run. Everything not given is derived from the seed or defaulted. */
@@ -659,7 +659,6 @@ export class Simulation {
       // Deterministic, and different for every incarnation (request ids derive from it).
       instanceNonce: `s${this.options.seed}i${incarnation}`,
       raft: this.raftOptions,
-      logger: SILENT_LOGGER,
       onFatalError: (error: Error) => {
         // A checker that fires inside the node's own call stack (a message being sent) surfaces here.
         if (error instanceof ViolationError) {

@@ -19,19 +19,11 @@ import {
   type Term,
 } from '../src/raft/index.js';
 import type { Clock, MessageHandler, PersistBatch, PersistentState, Storage, Timer, Transport } from '../src/runtime/index.js';
-import { pino, type Logger } from 'pino';
 import { EventQueue } from './event-queue.js';
 import type { FaultConfig } from './faults.js';
 
 /** Nanoseconds per millisecond. */
 export const NS_PER_MS = 1_000_000;
-
-/**
- * The logger every simulated node and orchestrator gets: one silent instance for the process, since
- * creating a pino logger costs as much as hundreds of simulated events and a sweep starts thousands
- * of nodes.
- */
-export const SILENT_LOGGER: Logger = pino({ level: 'silent' });
 
 /** What the world does at a scheduled time. */
 export type WorldEvent =

@@ -26,6 +26,9 @@ import type { LeaseTableCommand } from '../lease/state-machine.js';
 import { MaintenanceMetrics, registerRaftMetrics, type RunResult } from './metrics.js';
 import { occurrencesBetween, openOccurrence, resolveSchedule, type Schedule, type ScheduleOptions } from './schedule.js';
 
+/** The logger of an orchestrator created without one: shared, since creating a pino logger is not cheap. */
+const SILENT_LOGGER = pino({ level: 'silent' });
+
 /** A wall clock: milliseconds since the Unix epoch (UTC). Production uses `SystemWallClock` (from `raftlease`). */
 export interface WallClock {
   nowMs(): number;
@@ -191,7 +194,7 @@ export class MaintenanceOrchestrator {
     this.wallClock = options.wallClock;
     this.nodeId = options.node.raft.id;
     this.owner = options.node.defaultOwnerName();
-    this.logger = (options.logger ?? pino({ level: 'silent' })).child({ node: this.nodeId });
+    this.logger = (options.logger ?? SILENT_LOGGER).child({ node: this.nodeId });
     this.maxConcurrentJobs = positiveInteger('maxConcurrentJobs', options.maxConcurrentJobs ?? 4, 1_000);
     this.pollIntervalMs = positiveInteger('pollIntervalMs', options.pollIntervalMs ?? 1_000, 3_600_000);
     this.maxCheckpointBytes = positiveInteger('maxCheckpointBytes', options.maxCheckpointBytes ?? MAX_CHECKPOINT_BYTES, MAX_CHECKPOINT_BYTES);
