@@ -78,7 +78,7 @@ async function main(): Promise<void> {
         break;
       }
       case 'sim': {
-        figures.push(...(await simFigures({ seedsPerRun: quick ? 5 : 20, runs: quick ? 3 : 5 }, commandFor(suite), print)));
+        figures.push(...(await simFigures({ seedsPerRun: quick ? 5 : 20, sweepSeedsPerRun: quick ? 100 : 1_000, warmupSeeds: quick ? 10 : 40, runs: quick ? 3 : 5 }, commandFor(suite), print)));
         break;
       }
       case 'memory': {

@@ -11,8 +11,12 @@ import { describeSpread } from './stats.js';
 
 /** Parameters of the simulation benchmark. */
 export interface SimBenchOptions {
-  /** Seeds per measured run (each a 10 s fault phase plus liveness). */
+  /** Seeds per measured run of the in-thread variants (each a 10 s fault phase plus liveness). */
   readonly seedsPerRun: number;
+  /** Seeds per run of the sweep variant (its workers' start-up and JIT warm-up included). */
+  readonly sweepSeedsPerRun: number;
+  /** Seeds each in-thread variant runs before its first measured run. */
+  readonly warmupSeeds: number;
   readonly runs: number;
 }
 
@@ -22,13 +26,6 @@ interface Variant {
   /** Worker threads (0: the seeds run one after another in this thread). */
   readonly workers: number;
 }
-
-/**
- * Seeds per run of the sweep variant, as a multiple of {@link SimBenchOptions.seedsPerRun} (400 in a
- * full run, the size of a CI sweep): a sweep starts its worker threads (and warms their JIT) in every
- * run, which only many seeds amortize, as in a real sweep.
- */
-const SWEEP_SEEDS_FACTOR = 20;
 
 function variants(): readonly Variant[] {
   const cores = availableParallelism();
@@ -42,8 +39,12 @@ function variants(): readonly Variant[] {
 /** Runs the benchmark and prints one line per variant with the reproducing command. */
 export async function benchSim(options: SimBenchOptions, command: string, print: (line: string) => void): Promise<void> {
   const VARIANTS = variants();
-  // Warm-up: one seed per in-thread variant (a sweep warms up its own workers, as it must).
-  for (const variant of VARIANTS.filter((candidate) => candidate.workers === 0)) await simulate({ seed: 1_000_000, nodeCount: 5, tickIntervalMs: 50, encodeMessages: variant.encodeMessages });
+  // Warm-up, so that the in-thread variants measure steady state: V8's optimizing compiler spends
+  // about 1.7 s of CPU on the first 20 seeds of a fresh thread and under 0.1 s per 20 seeds after 40
+  // (node --trace-opt). A sweep warms up its own workers in every run, as a real sweep must.
+  for (const variant of VARIANTS.filter((candidate) => candidate.workers === 0)) {
+    for (let index = 0; index < options.warmupSeeds; index++) await simulate({ seed: 1_000_000 + index, nodeCount: 5, tickIntervalMs: 50, encodeMessages: variant.encodeMessages });
+  }
   const speed = new Map<string, number[]>();
   const rate = new Map<string, number[]>();
   let seed = 1;
@@ -57,7 +58,7 @@ export async function benchSim(options: SimBenchOptions, command: string, print:
       const startedMs = performance.now();
       if (variant.workers > 0) {
         // The same seeds first, then more: a sweep's share of seeds.
-        const last = sweepFirst + options.seedsPerRun * SWEEP_SEEDS_FACTOR - 1;
+        const last = sweepFirst + options.sweepSeedsPerRun - 1;
         await runSeedsInWorkers(sweepFirst, last, { nodeCount: 5, tickIntervalMs: 50 }, variant.workers, (outcome) => {
           if (!outcome.ok) throw new Error(`seed ${outcome.seed} failed during the benchmark: ${outcome.violation?.message ?? ''}`);
           simulatedMs += outcome.simulatedMs;
@@ -76,8 +77,8 @@ export async function benchSim(options: SimBenchOptions, command: string, print:
     }
   }
   print(
-    `simulation speed: 5 nodes, 50 ms ticks, kv workload, swarm faults, ${options.seedsPerRun} seeds x ${options.runs} runs (10 s fault phase + liveness each); ` +
-      `the sweep runs ${options.seedsPerRun * SWEEP_SEEDS_FACTOR} seeds per run, worker start-up included`,
+    `simulation speed: 5 nodes, 50 ms ticks, kv workload, swarm faults, ${options.seedsPerRun} seeds x ${options.runs} runs (10 s fault phase + liveness each) ` +
+      `after ${options.warmupSeeds} warm-up seeds; the sweep runs ${options.sweepSeedsPerRun} seeds per run, worker start-up and warm-up included`,
   );
   for (const variant of VARIANTS) {
     print(`  ${variant.name}: ${describeSpread(speed.get(variant.name) ?? [], 'x real time', 0)}; ${describeSpread(rate.get(variant.name) ?? [], 'events/s', 0)}`);

@@ -5,35 +5,26 @@
  * `[index, term, type, data]`. Arrays rather than maps keep frames small and make every field's
  * position part of the protocol version.
  *
+ * The common messages go through the fixed-layout fast paths of `codec-fast.ts`, which write the
+ * same bytes as msgpackr and hand everything they do not handle (and every malformed input) to the
+ * generic msgpackr path here.
+ *
  * @module
  */
 import { Packr, Unpackr } from 'msgpackr';
 import { DecodeError } from './errors.js';
 import type { Entry, LogIndex, Membership, Message, NodeId, ProposalRefusal, SnapshotMetadata, Term } from './types.js';
 import { MAX_NODE_ID_LENGTH, MAX_VOTERS } from './config.js';
+import { FAST_TYPE_CODES, WIRE_PROTOCOL_VERSION, decodeFast, encodeFast } from './codec-fast.js';
 
 /** Version of the message layout. A peer speaking another version is refused. */
-export const PROTOCOL_VERSION = 1;
+export const PROTOCOL_VERSION = WIRE_PROTOCOL_VERSION;
 /** Largest encoded message accepted by {@link decodeMessage}. */
 export const MAX_ENCODED_MESSAGE_BYTES = 64 * 1024 * 1024;
 /** Most entries accepted in one decoded AppendEntries. */
 export const MAX_DECODED_ENTRIES = 100_000;
 
-const TYPE_CODES = {
-  VoteRequest: 1,
-  VoteResponse: 2,
-  AppendRequest: 3,
-  AppendResponse: 4,
-  Heartbeat: 5,
-  HeartbeatResponse: 6,
-  ProposeRequest: 7,
-  ProposeResponse: 8,
-  ReadIndexRequest: 9,
-  ReadIndexResponse: 10,
-  TimeoutNow: 11,
-  InstallSnapshot: 12,
-  SnapshotResponse: 13,
-} as const satisfies Record<Message['type'], number>;
+const TYPE_CODES = FAST_TYPE_CODES;
 
 const REFUSALS: readonly ProposalRefusal[] = ['NotLeader', 'ProposalDropped', 'ProposalTooLarge', 'OutcomeUnknown'];
 
@@ -47,6 +38,10 @@ const decodeScratch = new Uint8Array(DECODE_SCRATCH_BYTES);
 
 /** Encodes a message for the wire. */
 export function encodeMessage(message: Message): Uint8Array {
+  // Heartbeats, appends, votes and answers: the fixed-layout writer, byte for byte what msgpackr
+  // writes below. It declines what it does not handle (long or non-ASCII ids, large messages).
+  const fast = encodeFast(message);
+  if (fast !== null) return fast;
   // Each layout is written out whole (no spread of a shared header): this runs for every message
   // sent, and the simulator sends every message through it.
   const { from, to, term } = message;
@@ -171,6 +166,10 @@ export function decodeMessage(bytes: Uint8Array): Message {
   if (bytes.byteLength > MAX_ENCODED_MESSAGE_BYTES) {
     throw new DecodeError(`${bytes.byteLength} bytes exceeds the ${MAX_ENCODED_MESSAGE_BYTES}-byte limit`);
   }
+  // The fixed-layout reader takes the common messages; anything it declines (including every
+  // malformed input) is decoded here, and refused here with the precise reason.
+  const fast = decodeFast(bytes);
+  if (fast !== null) return fast;
   let value: unknown;
   try {
     if (bytes.byteLength <= DECODE_SCRATCH_BYTES) {

@@ -6,7 +6,8 @@
 import fc from 'fast-check';
 import { Packr, Unpackr } from 'msgpackr';
 import { afterEach, describe, expect, it, vi } from 'vitest';
-import { MAX_ENCODED_MESSAGE_BYTES, PROTOCOL_VERSION, decodeMessage, encodeMessage } from '../../src/raft/codec.js';
+import { MAX_ENCODED_MESSAGE_BYTES, PROTOCOL_VERSION, decodeMessage, encodeMessage, validateMessage } from '../../src/raft/codec.js';
+import { FAST_TYPE_CODES, decodeFast, encodeFast } from '../../src/raft/codec-fast.js';
 import { MAX_NODE_ID_LENGTH } from '../../src/raft/config.js';
 import { DecodeError } from '../../src/raft/errors.js';
 import type { Entry, LogIndex, Message, NodeId, ProposalRefusal, Term } from '../../src/raft/types.js';
@@ -640,16 +641,15 @@ describe('size limit', () => {
     const overhead = encodeMessage(bigMessage(1 << 20)).byteLength - (1 << 20);
     const atLimit = encodeMessage(bigMessage(MAX_ENCODED_MESSAGE_BYTES - overhead));
     expect(atLimit.byteLength).toBe(MAX_ENCODED_MESSAGE_BYTES);
-    const unpack = vi.spyOn(Unpackr.prototype, 'unpack');
-
     const decoded = decodeMessage(atLimit);
     expect(decoded.type).toBe('AppendRequest');
-    expect(unpack).toHaveBeenCalledTimes(1);
+    expect(decoded.type === 'AppendRequest' && decoded.entries[0]?.data.byteLength).toBe(MAX_ENCODED_MESSAGE_BYTES - overhead);
 
     const overLimit = encodeMessage(bigMessage(MAX_ENCODED_MESSAGE_BYTES - overhead + 1));
     expect(overLimit.byteLength).toBe(MAX_ENCODED_MESSAGE_BYTES + 1);
+    const unpack = vi.spyOn(Unpackr.prototype, 'unpack');
     expect(() => decodeMessage(overLimit)).toThrow(DecodeError);
-    expect(unpack, 'an oversized input must be refused before msgpack decoding').toHaveBeenCalledTimes(1);
+    expect(unpack, 'an oversized input must be refused before msgpack decoding').not.toHaveBeenCalled();
   });
 
   it('any input over the limit is refused, whatever its content', () => {
@@ -658,5 +658,208 @@ describe('size limit', () => {
     expect(() => decodeMessage(oversized)).toThrow(DecodeError);
     expect(() => decodeMessage(oversized.subarray(0, MAX_ENCODED_MESSAGE_BYTES))).toThrow(DecodeError); // zeros: not a message
     expect(unpack).toHaveBeenCalledTimes(1);
+  });
+});
+
+// ---------------------------------------------------------------------------------------------
+// The fixed-layout fast paths against msgpackr, the reference
+
+/** The msgpack layout of `message`, written independently of the codec (see codec.ts). */
+function layoutOf(message: Message): unknown[] {
+  const head = [PROTOCOL_VERSION, FAST_TYPE_CODES[message.type], message.from, message.to, message.term];
+  switch (message.type) {
+    case 'VoteRequest':
+      return [...head, message.preVote, message.lastLogIndex, message.lastLogTerm, message.leadershipTransfer];
+    case 'VoteResponse':
+      return [...head, message.preVote, message.granted];
+    case 'AppendRequest':
+      return [...head, message.prevLogIndex, message.prevLogTerm, message.leaderCommit, message.entries.map((entry) => [entry.index, entry.term, entry.type, entry.data])];
+    case 'AppendResponse':
+      return [...head, message.success, message.index, message.rejectHintIndex, message.rejectHintTerm];
+    case 'Heartbeat':
+      return [...head, message.commit, message.context];
+    case 'HeartbeatResponse':
+      return [...head, message.context];
+    case 'ProposeRequest':
+      return [...head, message.requestId, message.leaderTerm, message.data];
+    case 'ProposeResponse':
+      return [...head, message.requestId, message.index, message.entryTerm, message.refusal, message.leaderHint];
+    case 'ReadIndexRequest':
+      return [...head, message.requestId];
+    case 'ReadIndexResponse':
+      return [...head, message.requestId, message.index, message.refusal, message.leaderHint];
+    case 'TimeoutNow':
+      return head;
+    case 'InstallSnapshot':
+      return [...head, [message.metadata.index, message.metadata.term, message.metadata.membership.voters, message.metadata.membership.learners], message.totalBytes, message.offset, message.data, message.done];
+    case 'SnapshotResponse':
+      return [...head, message.snapshotIndex, message.receivedBytes, message.gap];
+  }
+}
+
+/** Whether the fast paths must take `message`: every id a short ASCII string, every number below 2^32. */
+function fastEligible(message: Message): boolean {
+  if (message.type === 'InstallSnapshot') return false;
+  const ids = [message.from, message.to];
+  if ('leaderHint' in message && message.leaderHint !== null) ids.push(message.leaderHint);
+  if (!ids.every((id) => id.length < 32 && Array.from({ length: id.length }, (_, at) => id.charCodeAt(at)).every((code) => code < 0x80))) return false;
+  const numbers: number[] = [];
+  const collect = (value: unknown): void => {
+    if (typeof value === 'number') numbers.push(value);
+    else if (Array.isArray(value)) value.forEach(collect);
+  };
+  collect(layoutOf(message));
+  return numbers.every((value) => value < 2 ** 32);
+}
+
+const referenceUnpackr = new Unpackr({ useRecords: false, copyBuffers: true, mapsAsObjects: false });
+
+/** The generic decoder's verdict: the message, or 'refused'. */
+function genericDecode(bytes: Uint8Array): Message | 'refused' {
+  try {
+    return validateMessage(referenceUnpackr.unpack(Uint8Array.from(bytes)));
+  } catch {
+    return 'refused';
+  }
+}
+
+/** Messages the fast paths take: short ASCII ids and numbers below 2^32 (all widths). */
+const fastIdArb = fc.stringMatching(/^[a-z0-9-]{1,31}$/).map((id) => id as NodeId);
+const fastNatArb = fc.oneof(fc.nat(20), fc.constantFrom(0x7f, 0x80, 0xff, 0x100, 0xffff, 0x1_0000, 0xffff_ffff), fc.nat({ max: 0xffff_ffff }));
+const fastMessageArb: fc.Arbitrary<Message> = messageArb
+  .chain((message) =>
+    fc.record({ from: fastIdArb, to: fastIdArb, hint: fastIdArb, numbers: fc.array(fastNatArb, { minLength: 8, maxLength: 8 }) }).map(({ from, to, hint, numbers }) => {
+      const record: Record<string, unknown> = { ...message, from, to };
+      if (record['leaderHint'] !== null && 'leaderHint' in record) record['leaderHint'] = hint;
+      // Replace the numeric fields by small ones, keeping AppendRequest's entry invariants.
+      let next = 0;
+      for (const key of Object.keys(record)) if (typeof record[key] === 'number' && key !== 'offset' && key !== 'totalBytes') record[key] = numbers[next++ % numbers.length];
+      if (message.type === 'AppendRequest') {
+        const term = record['term'] as number;
+        const prevLogIndex = Math.min(record['prevLogIndex'] as number, 0xffff_ffff - message.entries.length);
+        record['prevLogIndex'] = prevLogIndex;
+        record['entries'] = message.entries.map((entry, position) => ({ ...entry, index: prevLogIndex + position + 1, term: Math.min(entry.term, term) % (term + 1) }));
+        const entries = record['entries'] as { term: number }[];
+        let previous = 0;
+        for (const entry of entries) previous = entry.term = Math.max(previous, entry.term);
+      }
+      return record as unknown as Message;
+    }),
+  )
+  .filter((message) => message.type !== 'InstallSnapshot' && invalidity(message) === null);
+
+describe('fixed-layout fast paths', () => {
+  it('the encoder writes exactly the bytes msgpackr writes, and takes every eligible message', () => {
+    let taken = 0;
+    fc.assert(
+      fc.property(fc.oneof(messageArb, fastMessageArb), (message) => {
+        const reference = Array.from(testPackr.pack(layoutOf(message)));
+        expect(Array.from(encodeMessage(message))).toStrictEqual(reference);
+        const fast = encodeFast(message);
+        if (fastEligible(message)) {
+          expect(fast, `${message.type} should take the fast path`).not.toBeNull();
+          taken++;
+        }
+        if (fast !== null) expect(Array.from(fast)).toStrictEqual(reference);
+      }),
+      { seed: SEED, numRuns: 5_000 },
+    );
+    expect(taken).toBeGreaterThan(2_000);
+  });
+
+  it('encodings written one after another never overlap', () => {
+    fc.assert(
+      fc.property(fc.array(fastMessageArb, { minLength: 2, maxLength: 40 }), (messages) => {
+        const encoded = messages.map((message) => encodeMessage(message));
+        const copies = encoded.map((bytes) => Array.from(bytes));
+        for (const message of messages) encodeMessage(message);
+        encoded.forEach((bytes, position) => {
+          expect(Array.from(bytes)).toStrictEqual(copies[position]);
+        });
+        messages.forEach((message, position) => {
+          expect(plain(decodeMessage(encoded[position] as Uint8Array))).toStrictEqual(plain(message));
+        });
+      }),
+      { seed: SEED, numRuns: 300 },
+    );
+  });
+
+  it('the decoder takes every eligible encoding and agrees with the generic decoder', () => {
+    fc.assert(
+      fc.property(fastMessageArb, (message) => {
+        const bytes = Uint8Array.from(testPackr.pack(layoutOf(message)));
+        const fast = decodeFast(bytes);
+        expect(fast, `${message.type} should take the fast path`).not.toBeNull();
+        expect(plain(fast)).toStrictEqual(plain(message));
+        expect(plain(fast)).toStrictEqual(plain(genericDecode(bytes)));
+      }),
+      { seed: SEED, numRuns: 3_000 },
+    );
+  });
+
+  it('on any input the decoder never throws, and accepts only what the generic decoder accepts, with an equal result', () => {
+    const mutationArb = fc.oneof(
+      fc.record({ kind: fc.constant('set' as const), at: fc.nat(), value: fc.nat(255) }),
+      fc.record({ kind: fc.constant('insert' as const), at: fc.nat(), value: fc.nat(255) }),
+      fc.record({ kind: fc.constant('delete' as const), at: fc.nat() }),
+    );
+    const inputArb = fc.oneof(
+      fc.uint8Array({ maxLength: 120 }),
+      fc
+        .tuple(fc.oneof(fastMessageArb, messageArb), fc.array(mutationArb, { maxLength: 3 }))
+        .map(([message, mutations]) => {
+          const list = Array.from(testPackr.pack(layoutOf(message)));
+          for (const mutation of mutations) {
+            const at = mutation.at % (list.length + 1);
+            if (mutation.kind === 'set' && at < list.length) list[at] = mutation.value;
+            else if (mutation.kind === 'insert') list.splice(at, 0, mutation.value);
+            else if (mutation.kind === 'delete') list.splice(at, 1);
+          }
+          return Uint8Array.from(list);
+        }),
+    );
+    let accepted = 0;
+    let declined = 0;
+    fc.assert(
+      fc.property(inputArb, (bytes) => {
+        const fast = decodeFast(bytes);
+        const generic = genericDecode(bytes);
+        if (fast === null) {
+          declined++;
+          return;
+        }
+        accepted++;
+        expect(generic).not.toBe('refused');
+        expect(plain(fast)).toStrictEqual(plain(generic));
+      }),
+      { seed: SEED, numRuns: 10_000 },
+    );
+    // Not vacuous either way.
+    expect(accepted).toBeGreaterThan(500);
+    expect(declined).toBeGreaterThan(1_000);
+  });
+
+  it('decoded data never aliases the input, whether it is a Uint8Array or a Buffer', () => {
+    fc.assert(
+      fc.property(fastMessageArb, fc.boolean(), (message, asBuffer) => {
+        const encoded = testPackr.pack(layoutOf(message));
+        const bytes = asBuffer ? Buffer.from(encoded) : Uint8Array.from(encoded);
+        const decoded = decodeFast(bytes);
+        bytes.fill(0xaa);
+        expect(plain(decoded)).toStrictEqual(plain(message));
+      }),
+      { seed: SEED, numRuns: 500 },
+    );
+  });
+
+  it('node ids decode correctly however many distinct ids pass through (the id cache is bounded)', () => {
+    const ids = Array.from({ length: 50 }, (_, index) => `node-${index}`);
+    for (let round = 0; round < 3; round++) {
+      for (const [position, id] of ids.entries()) {
+        const to = ids[(position * 7) % ids.length] as string;
+        const bytes = Uint8Array.from(testPackr.pack([PROTOCOL_VERSION, FAST_TYPE_CODES.HeartbeatResponse, id, to, 3, position]));
+        expect(decodeFast(bytes)).toStrictEqual({ type: 'HeartbeatResponse', from: id, to, term: 3, context: position });
+      }
+    }
   });
 });
