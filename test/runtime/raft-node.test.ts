@@ -319,6 +319,37 @@ describe('RaftNode.readIndex', () => {
     expect(['Timeout', 'NotLeader']).toContain((error as RaftLeaseError).code);
   });
 
+  it('refusal errors carry a stack trace unless refusalStackTraces is false, which changes nothing else', async () => {
+    const network = new MemoryNetwork();
+    const refusal = async (refusalStackTraces: boolean | undefined): Promise<RaftLeaseError> => {
+      const id = refusalStackTraces === undefined ? 'default' : String(refusalStackTraces);
+      const node = await RaftNode.start<null>({
+        id,
+        // Two silent peers: no leader is ever known, so every proposal is refused.
+        voters: [id, `${id}-peer-1`, `${id}-peer-2`],
+        transport: network.connect(nodeId(id)),
+        storage: new MemoryStorage(),
+        clock: new ManualClock(),
+        stateMachine: { apply: () => null },
+        ...(refusalStackTraces === undefined ? {} : { refusalStackTraces }),
+      });
+      const error = await node.propose(text('x')).catch((caught: unknown) => caught);
+      await node.stop();
+      expect(error).toBeInstanceOf(RaftLeaseError);
+      return error as RaftLeaseError;
+    };
+    const limitBefore = Error.stackTraceLimit;
+    for (const withStack of [await refusal(undefined), await refusal(true)]) {
+      expect(withStack.code).toBe('ProposalDropped');
+      expect(withStack.stack).toMatch(/\n\s+at /);
+    }
+    const withoutStack = await refusal(false);
+    const reference = await refusal(undefined);
+    expect(withoutStack).toMatchObject({ code: 'ProposalDropped', name: 'ProposalDroppedError', message: reference.message });
+    expect(withoutStack.stack).toBe(`ProposalDroppedError: ${reference.message}`);
+    expect(Error.stackTraceLimit, 'the global limit is restored').toBe(limitBefore);
+  });
+
   it('is refused with ProposalDropped while no leader is known', async () => {
     cluster = await startRuntimeCluster(['n1', 'n2', 'n3']);
     await expect(cluster.node('n1').readIndex()).rejects.toMatchObject({ code: 'ProposalDropped' });
