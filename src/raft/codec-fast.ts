@@ -19,7 +19,6 @@ import type { Entry, LogIndex, Message, NodeId, ProposalRefusal, Term } from './
 
 /** Version of the message layout (exported by codec.ts as `PROTOCOL_VERSION`). */
 export const WIRE_PROTOCOL_VERSION = 1;
-const VERSION = WIRE_PROTOCOL_VERSION;
 
 /** Wire codes of the message types, for both the fast paths and the generic codec. */
 export const FAST_TYPE_CODES = {
@@ -181,7 +180,7 @@ function writeMessage(message: Message): void {
 
 function writeHeader(fieldCount: number, typeCode: number, from: string, to: string, term: number): void {
   pool[at++] = 0x90 | fieldCount;
-  pool[at++] = VERSION;
+  pool[at++] = WIRE_PROTOCOL_VERSION;
   pool[at++] = typeCode;
   writeString(from);
   writeString(to);
@@ -301,7 +300,7 @@ const EMPTY = new Uint8Array(0);
 
 function readMessage(): Message | null {
   const fieldCount = readArrayHeader();
-  if (readUint() !== VERSION) return null;
+  if (readUint() !== WIRE_PROTOCOL_VERSION) return null;
   const typeCode = readUint();
   const from = readNodeId();
   const to = readNodeId();
@@ -424,7 +423,7 @@ function readArrayHeader(): number {
   const head = input[position++] as number;
   if (head >= 0x90 && head <= 0x9f) return head & 0x0f;
   if (head === 0xdc && position + 2 <= input.length) {
-    const length = ((input[position] as number) << 8) | (input[position + 1] as number);
+    const length = uint16At(position);
     position += 2;
     return length;
   }
@@ -442,13 +441,13 @@ function readUint(): number {
       return input[position++] as number;
     case 0xcd: {
       if (position + 2 > input.length) return fail();
-      const value = ((input[position] as number) << 8) | (input[position + 1] as number);
+      const value = uint16At(position);
       position += 2;
       return value;
     }
     case 0xce: {
       if (position + 4 > input.length) return fail();
-      const value = (input[position] as number) * 0x100_0000 + (((input[position + 1] as number) << 16) | ((input[position + 2] as number) << 8) | (input[position + 3] as number));
+      const value = uint32At(position);
       position += 4;
       return value;
     }
@@ -479,10 +478,10 @@ function readBinary(): Uint8Array | null {
   if (head === 0xc4 && position + 1 <= input.length) {
     length = input[position++] as number;
   } else if (head === 0xc5 && position + 2 <= input.length) {
-    length = ((input[position] as number) << 8) | (input[position + 1] as number);
+    length = uint16At(position);
     position += 2;
   } else if (head === 0xc6 && position + 4 <= input.length) {
-    length = (input[position] as number) * 0x100_0000 + (((input[position + 1] as number) << 16) | ((input[position + 2] as number) << 8) | (input[position + 3] as number));
+    length = uint32At(position);
     position += 4;
   } else {
     fail();
@@ -551,7 +550,8 @@ function sameAscii(value: string, first: number): boolean {
   return true;
 }
 
-const REFUSAL_NAMES: readonly ProposalRefusal[] = ['NotLeader', 'ProposalDropped', 'ProposalTooLarge', 'OutcomeUnknown'];
+/** Every proposal refusal, as it travels on the wire. */
+export const REFUSAL_NAMES: readonly ProposalRefusal[] = ['NotLeader', 'ProposalDropped', 'ProposalTooLarge', 'OutcomeUnknown'];
 
 /** Nil or one of the refusal names (as an ASCII fixstr). */
 function readRefusal(): ProposalRefusal | null {
@@ -580,6 +580,16 @@ function readLeaderHint(): NodeId | null {
 /** Whether the decoding in progress gave up (read through a call: set by callees). */
 function gaveUp(): boolean {
   return giveUp;
+}
+
+/** The big-endian 16-bit integer at `offset` (bounds checked by the caller). */
+function uint16At(offset: number): number {
+  return ((input[offset] as number) << 8) | (input[offset + 1] as number);
+}
+
+/** The big-endian 32-bit unsigned integer at `offset` (bounds checked by the caller). */
+function uint32At(offset: number): number {
+  return (input[offset] as number) * 0x100_0000 + (((input[offset + 1] as number) << 16) | ((input[offset + 2] as number) << 8) | (input[offset + 3] as number));
 }
 
 function fail(): -1 {

@@ -15,7 +15,7 @@ import { Packr, Unpackr } from 'msgpackr';
 import { DecodeError } from './errors.js';
 import type { Entry, LogIndex, Membership, Message, NodeId, ProposalRefusal, SnapshotMetadata, Term } from './types.js';
 import { MAX_NODE_ID_LENGTH, MAX_VOTERS } from './config.js';
-import { FAST_TYPE_CODES, WIRE_PROTOCOL_VERSION, decodeFast, encodeFast } from './codec-fast.js';
+import { FAST_TYPE_CODES as TYPE_CODES, REFUSAL_NAMES as REFUSALS, WIRE_PROTOCOL_VERSION, decodeFast, encodeFast } from './codec-fast.js';
 
 /** Version of the message layout. A peer speaking another version is refused. */
 export const PROTOCOL_VERSION = WIRE_PROTOCOL_VERSION;
@@ -23,10 +23,6 @@ export const PROTOCOL_VERSION = WIRE_PROTOCOL_VERSION;
 export const MAX_ENCODED_MESSAGE_BYTES = 64 * 1024 * 1024;
 /** Most entries accepted in one decoded AppendEntries. */
 export const MAX_DECODED_ENTRIES = 100_000;
-
-const TYPE_CODES = FAST_TYPE_CODES;
-
-const REFUSALS: readonly ProposalRefusal[] = ['NotLeader', 'ProposalDropped', 'ProposalTooLarge', 'OutcomeUnknown'];
 
 const packr = new Packr({ useRecords: false, variableMapSize: true });
 // copyBuffers: decoded payloads must not alias (and pin) the caller's receive buffer.
