@@ -14,6 +14,20 @@ describe('simulate', () => {
     expect(first.trace?.length).toBeGreaterThan(100);
   });
 
+  it('runs exactly as when every event gets all its microtask turns (the loop skips only empty turns)', async () => {
+    const workloads = ['kv', 'membership', 'lock', 'maintenance'] as const;
+    for (const workload of workloads) {
+      for (const seed of [3, 11]) {
+        const options = { seed, workload, faultPhaseMs: 3_000, trace: true } as const;
+        const skipping = await simulate(options);
+        const granting = await simulate({ ...options, testOnlyEveryMicrotaskTurn: true });
+        expect(skipping.steps, `${workload} seed ${seed}`).toBeGreaterThan(500);
+        expect(skipping.traceHash, `${workload} seed ${seed}`).toBe(granting.traceHash);
+        expect(skipping.history).toEqual(granting.history);
+      }
+    }
+  });
+
   it('runs a fault-free cluster to completion with a linearizable history', async () => {
     const result = await simulate({ seed: 1, faults: NO_FAULTS, faultPhaseMs: 2_000 });
     expect(result.violation).toBeNull();
