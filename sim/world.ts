@@ -41,6 +41,23 @@ export interface SimTimer {
   done: boolean;
 }
 
+/** A timer as handed to the node: its own handle, so that setting one allocates a single object. */
+class PendingTimer implements SimTimer, Timer {
+  done = false;
+
+  constructor(
+    readonly incarnation: number,
+    readonly localDueNs: number,
+    readonly callback: () => void,
+    private readonly pending: Set<SimTimer>,
+  ) {}
+
+  cancel(): void {
+    this.done = true;
+    this.pending.delete(this);
+  }
+}
+
 /** What a node asked its disk to write: a Ready batch, or a snapshot it took with a compaction. */
 export type DiskOperation =
   | { readonly kind: 'batch'; readonly batch: PersistBatch }
@@ -239,16 +256,11 @@ export class World {
       nowMs: () => localTimeNs(slot.clock, this.nowNs) / NS_PER_MS,
       setTimer: (delayMs: number, callback: () => void): Timer => {
         const localDueNs = localTimeNs(slot.clock, this.nowNs) + Math.max(0, Math.round(delayMs * NS_PER_MS));
-        const timer: SimTimer = { incarnation, localDueNs, callback, done: false };
         if (slot.incarnation !== incarnation) return { cancel: () => undefined };
+        const timer = new PendingTimer(incarnation, localDueNs, callback, slot.timers);
         slot.timers.add(timer);
         this.scheduleTimer(slot, timer);
-        return {
-          cancel: () => {
-            timer.done = true;
-            slot.timers.delete(timer);
-          },
-        };
+        return timer;
       },
     };
   }

@@ -215,6 +215,12 @@ export class RaftNode<Result = unknown> {
   private readonly pendingByRequest = new Map<number, PendingProposal<Result>>();
   private readonly pendingByIndex = new Map<LogIndex, PendingProposal<Result>>();
   private readonly pendingReads = new Map<number, PendingRead>();
+  /**
+   * A pending read got its read index since the reads were last checked; with the applied index they
+   * were checked at, this spares the check after every Ready when nothing can have changed.
+   */
+  private readGranted = false;
+  private readsCheckedAtIndex = -1;
   private readonly pendingMembership = new Map<LogIndex, PendingMembershipChange>();
   /** Null when this node never snapshots. */
   private readonly snapshotPolicy: Required<SnapshotPolicy> | null;
@@ -596,20 +602,26 @@ export class RaftNode<Result = unknown> {
 
   private scheduleTick(): void {
     if (this.stopped) return;
-    this.tickTimer = this.options.clock.setTimer(this.tickIntervalMs, () => {
-      if (this.stopped) return;
-      this.guard(() => {
-        if (this.config.leaseBasedReads) this.catchUpTicks();
-        else this.rawNode.tick();
-      });
-      this.expireProposals();
-      this.pump();
-      this.scheduleTick();
-    });
+    this.tickTimer = this.options.clock.setTimer(this.tickIntervalMs, this.onTick);
   }
+
+  /** The tick timer's callback: one function for the node's life, as it runs every tick. */
+  private readonly onTick = (): void => {
+    if (this.stopped) return;
+    try {
+      if (this.config.leaseBasedReads) this.catchUpTicks();
+      else this.rawNode.tick();
+    } catch (error) {
+      this.fail(error);
+    }
+    this.expireProposals();
+    this.pump();
+    this.scheduleTick();
+  };
 
   /** Fails every proposal whose deadline has passed (bounded by maxPendingProposals). */
   private expireProposals(): void {
+    if (this.pendingReads.size === 0 && this.pendingByRequest.size === 0 && this.pendingByIndex.size === 0) return;
     const nowMs = this.options.clock.nowMs();
     // Iterated without copies (this runs every tick): forgetting deletes the visited entry, which is
     // safe while iterating a Map, and rejecting runs no callback synchronously.
@@ -649,10 +661,13 @@ export class RaftNode<Result = unknown> {
 
   private onMessage(message: Parameters<RawNode['step']>[0]): void {
     if (this.stopped) return;
-    this.guard(() => {
+    // As guard() does, without a closure per message.
+    try {
       if (this.config.leaseBasedReads) this.catchUpTicks();
       this.rawNode.step(message);
-    });
+    } catch (error) {
+      this.fail(error);
+    }
     this.pump();
   }
 
@@ -840,11 +855,16 @@ export class RaftNode<Result = unknown> {
       return;
     }
     read.index = state.index;
+    this.readGranted = true;
   }
 
   /** Resolves every granted read whose index this node has applied. */
   private completeReads(): void {
     if (this.pendingReads.size === 0) return;
+    // Only a newly granted read or newly applied entries can complete a read.
+    if (!this.readGranted && this.appliedIndex === this.readsCheckedAtIndex) return;
+    this.readGranted = false;
+    this.readsCheckedAtIndex = this.appliedIndex;
     // No copy of the map: deleting the entry being visited is safe while iterating a Map, and
     // settling a promise runs no callback synchronously. (This runs after every Ready.)
     for (const read of this.pendingReads.values()) {
