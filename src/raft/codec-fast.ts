@@ -5,8 +5,9 @@
  * type dispatch: per message these cost as much as the packing itself.
  *
  * Both paths handle only the canonical subset of msgpack that msgpackr writes for such messages:
- * integers below 2^32, booleans, nil, ASCII strings shorter than 32 characters, binary data, and
- * arrays. On anything else they give up (return null) and the caller uses msgpackr, which stays the
+ * non-negative safe integers (below 2^32 as msgpackr's unsigned forms, from 2^32 on as its float64,
+ * which is how request ids arrive), booleans, nil, ASCII strings shorter than 32 characters, binary
+ * data, and arrays. On anything else they give up (return null) and the caller uses msgpackr, which stays the
  * reference: the encoder's bytes equal msgpackr's, and whatever the decoder accepts, the generic
  * decoder accepts with an equal result (both proven by differential property tests). The decoder
  * therefore never throws and never refuses input itself: every refusal, with its message, comes
@@ -50,6 +51,16 @@ const POOL_BYTES = 64 * 1024;
 
 let pool = new Uint8Array(POOL_BYTES);
 let poolPosition = 0;
+/**
+ * Scratch space for float64s: msgpack stores them big-endian, the typed array in the host's order.
+ */
+const float64Scratch = new Float64Array(1);
+const float64Bytes = new Uint8Array(float64Scratch.buffer);
+/** Index in {@link float64Bytes} of a float64's first (most significant) byte as msgpack writes it. */
+const float64First = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1 ? 7 : 0;
+/** Smallest integer msgpackr writes as a float64. */
+const FLOAT64_INTEGERS_FROM = 0x1_0000_0000;
+
 /** Write position in {@link pool} during an encoding. */
 let at = 0;
 /** Set when a value is outside the fast subset: the encoding is abandoned. */
@@ -65,12 +76,12 @@ export function encodeFast(message: Message): Uint8Array | null {
   if (message.type === 'AppendRequest') {
     const entries = message.entries;
     // Bounded: a message over the fast limit is left to msgpackr before its entries are summed up.
-    for (let index = 0; index < entries.length && dataBytes <= MAX_FAST_ENCODED_BYTES; index++) dataBytes += (entries[index] as Entry).data.byteLength + 24;
+    for (let index = 0; index < entries.length && dataBytes <= MAX_FAST_ENCODED_BYTES; index++) dataBytes += (entries[index] as Entry).data.byteLength + 32;
   } else if (message.type === 'ProposeRequest') {
     dataBytes = message.data.byteLength;
   }
-  // Header, at most 10 fields of at most 5 bytes, two node ids of at most 32 bytes.
-  if (dataBytes + 160 > MAX_FAST_ENCODED_BYTES) return null;
+  // Header, at most 10 fields of at most 9 bytes, two node ids of at most 32 bytes.
+  if (dataBytes + 200 > MAX_FAST_ENCODED_BYTES) return null;
   if (pool.length - poolPosition < MAX_FAST_ENCODED_BYTES) {
     pool = new Uint8Array(POOL_BYTES);
     poolPosition = 0;
@@ -187,10 +198,11 @@ function writeHeader(fieldCount: number, typeCode: number, from: string, to: str
   writeUint(term);
 }
 
-/** A non-negative integer below 2^32, in msgpackr's choice of width; anything else is unsupported. */
+/** A non-negative safe integer, in msgpackr's choice of form; anything else is unsupported. */
 function writeUint(value: number): void {
   if (value >>> 0 !== value) {
-    unsupported = true;
+    if (value >= FLOAT64_INTEGERS_FROM && Number.isSafeInteger(value)) writeFloat64(value);
+    else unsupported = true;
     return;
   }
   if (value < 0x80) {
@@ -209,6 +221,12 @@ function writeUint(value: number): void {
     pool[at++] = (value >>> 8) & 0xff;
     pool[at++] = value & 0xff;
   }
+}
+
+function writeFloat64(value: number): void {
+  float64Scratch[0] = value;
+  pool[at++] = 0xcb;
+  for (let byte = 0; byte < 8; byte++) pool[at++] = float64Bytes[float64First === 0 ? byte : 7 - byte] as number;
 }
 
 function writeBoolean(value: boolean): void {
@@ -430,7 +448,10 @@ function readArrayHeader(): number {
   return fail();
 }
 
-/** A positive fixint, uint8, uint16 or uint32; -1 (and give up) for anything else. */
+/**
+ * A positive fixint, uint8, uint16 or uint32, or a float64 holding a safe integer from 2^32 on (as
+ * msgpackr writes those); -1 (and give up) for anything else.
+ */
 function readUint(): number {
   if (position >= input.length) return fail();
   const head = input[position++] as number;
@@ -450,6 +471,13 @@ function readUint(): number {
       const value = uint32At(position);
       position += 4;
       return value;
+    }
+    case 0xcb: {
+      if (position + 8 > input.length) return fail();
+      for (let byte = 0; byte < 8; byte++) float64Bytes[float64First === 0 ? byte : 7 - byte] = input[position + byte] as number;
+      position += 8;
+      const value = float64Scratch[0] as number;
+      return value >= FLOAT64_INTEGERS_FROM && Number.isSafeInteger(value) ? value : fail();
     }
     default:
       return fail();

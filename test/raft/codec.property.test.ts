@@ -697,7 +697,7 @@ function layoutOf(message: Message): unknown[] {
   }
 }
 
-/** Whether the fast paths must take `message`: every id a short ASCII string, every number below 2^32. */
+/** Whether the fast paths must take `message`: every id a short ASCII string (numbers: any safe integer). */
 function fastEligible(message: Message): boolean {
   if (message.type === 'InstallSnapshot') return false;
   const ids = [message.from, message.to];
@@ -709,7 +709,7 @@ function fastEligible(message: Message): boolean {
     else if (Array.isArray(value)) value.forEach(collect);
   };
   collect(layoutOf(message));
-  return numbers.every((value) => value < 2 ** 32);
+  return numbers.every((value) => Number.isSafeInteger(value) && value >= 0);
 }
 
 const referenceUnpackr = new Unpackr({ useRecords: false, copyBuffers: true, mapsAsObjects: false });
@@ -723,9 +723,14 @@ function genericDecode(bytes: Uint8Array): Message | 'refused' {
   }
 }
 
-/** Messages the fast paths take: short ASCII ids and numbers below 2^32 (all widths). */
+/** Messages the fast paths take: short ASCII ids and non-negative safe integers (all forms). */
 const fastIdArb = fc.stringMatching(/^[a-z0-9-]{1,31}$/).map((id) => id as NodeId);
-const fastNatArb = fc.oneof(fc.nat(20), fc.constantFrom(0x7f, 0x80, 0xff, 0x100, 0xffff, 0x1_0000, 0xffff_ffff), fc.nat({ max: 0xffff_ffff }));
+const fastNatArb = fc.oneof(
+  fc.nat(20),
+  fc.constantFrom(0x7f, 0x80, 0xff, 0x100, 0xffff, 0x1_0000, 0xffff_ffff, 0x1_0000_0000, 2 ** 52, MAX_SAFE),
+  fc.nat({ max: 0xffff_ffff }),
+  fc.integer({ min: 0x1_0000_0000, max: MAX_SAFE }),
+);
 const fastMessageArb: fc.Arbitrary<Message> = messageArb
   .chain((message) =>
     fc.record({ from: fastIdArb, to: fastIdArb, hint: fastIdArb, numbers: fc.array(fastNatArb, { minLength: 8, maxLength: 8 }) }).map(({ from, to, hint, numbers }) => {
@@ -736,7 +741,7 @@ const fastMessageArb: fc.Arbitrary<Message> = messageArb
       for (const key of Object.keys(record)) if (typeof record[key] === 'number' && key !== 'offset' && key !== 'totalBytes') record[key] = numbers[next++ % numbers.length];
       if (message.type === 'AppendRequest') {
         const term = record['term'] as number;
-        const prevLogIndex = Math.min(record['prevLogIndex'] as number, 0xffff_ffff - message.entries.length);
+        const prevLogIndex = Math.min(record['prevLogIndex'] as number, MAX_SAFE - message.entries.length);
         record['prevLogIndex'] = prevLogIndex;
         record['entries'] = message.entries.map((entry, position) => ({ ...entry, index: prevLogIndex + position + 1, term: Math.min(entry.term, term) % (term + 1) }));
         const entries = record['entries'] as { term: number }[];
@@ -850,6 +855,31 @@ describe('fixed-layout fast paths', () => {
       }),
       { seed: SEED, numRuns: 500 },
     );
+  });
+
+  it('integers from 2^32 on travel as msgpackr\'s float64; other float64s are left to the generic decoder', () => {
+    const heartbeatResponse = (context: number): Uint8Array => {
+      const bytes = Uint8Array.from(testPackr.pack([PROTOCOL_VERSION, FAST_TYPE_CODES.HeartbeatResponse, 'n1', 'n2', 3, 0]));
+      // Replace the one-byte context (last) by a float64 holding `context`.
+      const float = new Uint8Array(9);
+      float[0] = 0xcb;
+      new DataView(float.buffer).setFloat64(1, context);
+      return Uint8Array.from([...bytes.subarray(0, bytes.length - 1), ...float]);
+    };
+    for (const context of [2 ** 32, 2 ** 32 + 1, 2917339433533456, 2 ** 52, MAX_SAFE]) {
+      const bytes = heartbeatResponse(context);
+      expect(Array.from(encodeFast({ type: 'HeartbeatResponse', from: 'n1' as NodeId, to: 'n2' as NodeId, term: 3 as Term, context }) ?? [])).toStrictEqual(Array.from(bytes));
+      expect(decodeFast(bytes)).toStrictEqual({ type: 'HeartbeatResponse', from: 'n1', to: 'n2', term: 3, context });
+    }
+    // Not integers, not safe, negative, or below 2^32 (msgpackr writes those as unsigned integers).
+    for (const context of [0.5, 2 ** 32 + 0.5, MAX_SAFE + 1, 2 ** 60, -(2 ** 33), Number.NaN, Number.POSITIVE_INFINITY, 7, -0]) {
+      const bytes = heartbeatResponse(context);
+      expect(decodeFast(bytes), `context ${context}`).toBeNull();
+      const generic = genericDecode(bytes);
+      if (Number.isSafeInteger(context) && context >= 0) expect(generic).toStrictEqual({ type: 'HeartbeatResponse', from: 'n1', to: 'n2', term: 3, context });
+      else expect(generic, `context ${context}`).toBe('refused');
+    }
+    expect(encodeFast({ type: 'HeartbeatResponse', from: 'n1' as NodeId, to: 'n2' as NodeId, term: 3 as Term, context: 2 ** 60 })).toBeNull();
   });
 
   it('node ids decode correctly however many distinct ids pass through (the id cache is bounded)', () => {
