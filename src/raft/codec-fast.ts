@@ -528,12 +528,21 @@ function readBinary(): Uint8Array | null {
 
 /**
  * Recently decoded node ids, so that decoding returns one string per id (no allocation, and its hash
- * is computed once for the maps keyed by node id). Bounded: a cluster has a handful of members, and
- * a miss replaces the slots round-robin.
+ * is computed once for the maps keyed by node id). Direct-mapped (see {@link idSlot}), so a lookup
+ * compares one candidate; a miss replaces that slot. Bounded: a cluster has a handful of members.
  */
-const ID_CACHE_SLOTS = 16;
-const idCache: string[] = [];
-let idCacheNext = 0;
+const ID_CACHE_SLOTS = 64;
+const idCache: string[] = Array.from({ length: ID_CACHE_SLOTS }, () => '');
+
+/**
+ * The cache slot of the id of `length` bytes from `first` (bounds checked by the caller): from its
+ * length, first byte and last two bytes (for a one-byte id, the string header), so that ids such as
+ * `node-11` and `node-21` get different slots.
+ */
+function idSlot(first: number, length: number): number {
+  const last = first + length - 1;
+  return ((((input[first] as number) * 31 + (input[last - 1] as number)) * 31 + (input[last] as number)) * 7 + length) & (ID_CACHE_SLOTS - 1);
+}
 
 /** A node id as a non-empty ASCII fixstr; null (and give up) otherwise. */
 function readNodeId(): NodeId | null {
@@ -549,12 +558,11 @@ function readNodeId(): NodeId | null {
     return null;
   }
   const first = position + 1;
-  for (let slot = 0; slot < idCache.length; slot++) {
-    const cached = idCache[slot] as string;
-    if (cached.length === length && sameAscii(cached, first)) {
-      position = first + length;
-      return cached as NodeId;
-    }
+  const slot = idSlot(first, length);
+  const cached = idCache[slot] as string;
+  if (cached.length === length && sameAscii(cached, first)) {
+    position = first + length;
+    return cached as NodeId;
   }
   let id = '';
   for (let offset = 0; offset < length; offset++) {
@@ -566,9 +574,7 @@ function readNodeId(): NodeId | null {
     id += String.fromCharCode(code);
   }
   position = first + length;
-  if (idCache.length < ID_CACHE_SLOTS) idCache.push(id);
-  else idCache[idCacheNext] = id;
-  idCacheNext = (idCacheNext + 1) % ID_CACHE_SLOTS;
+  idCache[slot] = id;
   return id as NodeId;
 }
 
