@@ -58,6 +58,14 @@ interface CommitRecord {
   readonly data: Uint8Array;
 }
 
+/** An entry first seen at its (index, term), and the entry seen at the same index in another term. */
+interface EntrySeen {
+  readonly term: number;
+  readonly data: Uint8Array;
+  readonly previousTerm: number;
+  readonly otherTerm: EntrySeen | undefined;
+}
+
 interface LeaderRecord {
   readonly node: string;
   lastIndex: number;
@@ -75,8 +83,12 @@ export class SafetyChecker {
   private timeNs = 0;
   /** term → leader seen in that term. */
   private readonly leaders = new Map<number, LeaderRecord>();
-  /** (index, term) → the entry first seen there and the term of its predecessor. */
-  private readonly entriesByIndexTerm = new Map<string, { readonly data: Uint8Array; readonly previousTerm: number }>();
+  /**
+   * index → the entries first seen there (one per term, usually just one) and the terms of their
+   * predecessors. Keyed by number, not by an "index:term" string: this runs for every entry every
+   * node writes.
+   */
+  private readonly entriesByIndex = new Map<number, EntrySeen>();
   /** index → what was committed there. */
   private readonly committed = new Map<number, CommitRecord>();
   /** node → highest commit index already recorded. */
@@ -177,15 +189,17 @@ export class SafetyChecker {
    * command and the same predecessor term proves the whole prefix equal, by induction.
    */
   private checkEntry(node: string, entry: Entry, previousTerm: number): void {
-    const key = `${entry.index}:${entry.term}`;
-    const known = this.entriesByIndexTerm.get(key);
+    const first = this.entriesByIndex.get(entry.index);
+    let known = first;
+    while (known !== undefined && known.term !== entry.term) known = known.otherTerm;
     if (known === undefined) {
-      this.entriesByIndexTerm.set(key, { data: entry.data, previousTerm });
+      // Bounded: one record per term in which this index was written.
+      this.entriesByIndex.set(entry.index, { term: entry.term, data: entry.data, previousTerm, otherTerm: first });
       return;
     }
-    if (!sameBytes(known.data, entry.data)) this.fail('LogMatching', [node], `entry ${key} holds a different command than on another node`);
+    if (!sameBytes(known.data, entry.data)) this.fail('LogMatching', [node], `entry ${entry.index}:${entry.term} holds a different command than on another node`);
     if (known.previousTerm !== previousTerm) {
-      this.fail('LogMatching', [node], `entry ${key} follows term ${previousTerm} here but term ${known.previousTerm} elsewhere`);
+      this.fail('LogMatching', [node], `entry ${entry.index}:${entry.term} follows term ${previousTerm} here but term ${known.previousTerm} elsewhere`);
     }
   }
 
