@@ -7,11 +7,11 @@
  * Both paths handle only the canonical subset of msgpack that msgpackr writes for such messages:
  * non-negative safe integers (below 2^32 as msgpackr's unsigned forms, from 2^32 on as its float64,
  * which is how request ids arrive), booleans, nil, ASCII strings shorter than 32 characters, binary
- * data, and arrays. On anything else they give up (return null) and the caller uses msgpackr, which stays the
- * reference: the encoder's bytes equal msgpackr's, and whatever the decoder accepts, the generic
- * decoder accepts with an equal result (both proven by differential property tests). The decoder
- * therefore never throws and never refuses input itself: every refusal, with its message, comes
- * from the generic path.
+ * data, and arrays. On anything else they give up (return null) and the caller uses msgpackr, which
+ * stays the reference: the encoder's bytes equal msgpackr's, and whatever the decoder accepts, the
+ * generic decoder accepts with an equal result (both proven by differential property tests). The
+ * decoder therefore never throws and never refuses input itself: every refusal, with its message,
+ * comes from the generic path.
  *
  * @module
  */
@@ -56,8 +56,7 @@ let poolPosition = 0;
  */
 const float64Scratch = new Float64Array(1);
 const float64Bytes = new Uint8Array(float64Scratch.buffer);
-/** Index in {@link float64Bytes} of a float64's first (most significant) byte as msgpack writes it. */
-const float64First = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1 ? 7 : 0;
+const littleEndianHost = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
 /** Smallest integer msgpackr writes as a float64. */
 const FLOAT64_INTEGERS_FROM = 0x1_0000_0000;
 
@@ -226,7 +225,7 @@ function writeUint(value: number): void {
 function writeFloat64(value: number): void {
   float64Scratch[0] = value;
   pool[at++] = 0xcb;
-  for (let byte = 0; byte < 8; byte++) pool[at++] = float64Bytes[float64First === 0 ? byte : 7 - byte] as number;
+  for (let byte = 0; byte < 8; byte++) pool[at++] = float64Bytes[littleEndianHost ? 7 - byte : byte] as number;
 }
 
 function writeBoolean(value: boolean): void {
@@ -474,7 +473,7 @@ function readUint(): number {
     }
     case 0xcb: {
       if (position + 8 > input.length) return fail();
-      for (let byte = 0; byte < 8; byte++) float64Bytes[float64First === 0 ? byte : 7 - byte] = input[position + byte] as number;
+      for (let byte = 0; byte < 8; byte++) float64Bytes[littleEndianHost ? 7 - byte : byte] = input[position + byte] as number;
       position += 8;
       const value = float64Scratch[0] as number;
       return value >= FLOAT64_INTEGERS_FROM && Number.isSafeInteger(value) ? value : fail();
